@@ -1,0 +1,167 @@
+"""Typed, validated configuration for every stage and for the job.
+
+Each field carries its unit in its name and a docstring; unknown keys are refused, so a
+typo in a config file fails at start instead of being silently ignored.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+
+class _Config(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True)
+
+
+class DecodeConfig(_Config):
+    """How videos are opened, chunked into clips and sampled into frames (CPU, PyAV)."""
+
+    clip_s: float = Field(default=10.0, gt=0, le=3600)
+    """Length of each fixed clip window, in seconds; the last clip may be shorter."""
+
+    fps: float | None = Field(default=2.0, gt=0, le=60)
+    """Frames sampled per second of video inside each clip (exclusive with num_frames)."""
+
+    num_frames: int | None = Field(default=None, ge=1, le=1024)
+    """Fixed number of frames per clip, spread evenly over it (exclusive with fps)."""
+
+    min_frames: int = Field(default=4, ge=1, le=1024)
+    """Fewest frames per clip; short clips repeat their nearest frames to reach it."""
+
+    max_frames: int = Field(default=64, ge=1, le=1024)
+    """Most frames per clip; bounds memory and visual tokens."""
+
+    frame_factor: int = Field(default=2, ge=1, le=16)
+    """Frame counts are rounded to a multiple of this (Qwen-VL groups 2 frames per patch)."""
+
+    max_side_px: int = Field(default=448, ge=16, le=8192)
+    """Frames are scaled in the decoder so their longer side is at most this many pixels."""
+
+    max_file_bytes: int = Field(default=8 * 1024**3, ge=1)
+    """Inputs larger than this are refused with ``too_large`` before decoding."""
+
+    max_duration_s: float = Field(default=6 * 3600.0, gt=0)
+    """Inputs longer than this are refused with ``too_long`` before decoding."""
+
+    max_frame_pixels: int = Field(default=8192 * 8192, ge=1)
+    """Streams whose declared width x height exceeds this are refused with ``too_large``."""
+
+    timeout_s: float = Field(default=600.0, gt=0)
+    """Wall-clock budget to decode one video; past it the rest becomes ``decode_timeout``."""
+
+    @model_validator(mode="after")
+    def _check(self) -> DecodeConfig:
+        if (self.fps is None) == (self.num_frames is None):
+            raise ValueError("set exactly one of fps or num_frames (set the other to null)")
+        if self.min_frames > self.max_frames:
+            raise ValueError(f"min_frames={self.min_frames} exceeds max_frames={self.max_frames}")
+        if self.max_frames < self.frame_factor:
+            raise ValueError(
+                f"max_frames={self.max_frames} is below frame_factor={self.frame_factor}"
+            )
+        return self
+
+
+# Apache-2.0, native video input with M-RoPE, ~2.2B parameters: fits one 16 GB GPU in
+# bf16 and still runs (slowly) on CPU. Qwen2.5-VL-3B is stronger but under a research-only
+# licence, which a corpus job's default should not impose on its users.
+DEFAULT_MODEL = "Qwen/Qwen2-VL-2B-Instruct"
+
+
+class ModelConfig(_Config):
+    """Which checkpoint to load and where to run it."""
+
+    model: str = Field(default=DEFAULT_MODEL, min_length=1)
+    """A Hugging Face hub id or a local folder written by ``save_pretrained``."""
+
+    revision: str | None = None
+    """Hub revision (branch, tag or commit); None means the default branch."""
+
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    """``auto`` uses CUDA when torch sees a GPU in the worker, else the CPU."""
+
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
+    """``auto`` is bfloat16 on CUDA and float32 on CPU."""
+
+
+class GenerationConfig(_Config):
+    """Decoding settings of the language-model stage."""
+
+    max_new_tokens: int = Field(default=128, ge=1, le=8192)
+    """Most tokens generated per clip and prompt."""
+
+    temperature: float = Field(default=0.0, ge=0.0, le=5.0)
+    """0 means greedy decoding (deterministic, reproducible across runs)."""
+
+    top_p: float = Field(default=1.0, gt=0.0, le=1.0)
+    """Nucleus sampling mass; only used when temperature > 0."""
+
+    seed: int = Field(default=0, ge=0)
+    """Seed for sampling when temperature > 0."""
+
+
+class PoolConfig(_Config):
+    """Size and batching of one model stage's actor pool."""
+
+    min_actors: int = Field(default=1, ge=1, le=1024)
+    """Actors kept alive for the whole job."""
+
+    max_actors: int = Field(default=1, ge=1, le=1024)
+    """Ray Data may grow the pool up to this many actors when the stage is the bottleneck."""
+
+    batch_size: int = Field(default=4, ge=1, le=1024)
+    """Clips per forward call."""
+
+    num_gpus: float | None = Field(default=None, ge=0, le=8)
+    """GPUs per actor; None asks for one GPU when the cluster has any, else none."""
+
+    num_cpus: float = Field(default=1.0, gt=0, le=256)
+    """CPUs per actor."""
+
+    @model_validator(mode="after")
+    def _check(self) -> PoolConfig:
+        if self.min_actors > self.max_actors:
+            raise ValueError(f"min_actors={self.min_actors} exceeds max_actors={self.max_actors}")
+        return self
+
+
+DEFAULT_PROMPT = "Describe what happens in this video clip in one or two sentences."
+
+
+class JobConfig(_Config):
+    """One offline captioning job: inputs, output, and every stage's settings."""
+
+    inputs: list[str] = Field(min_length=1)
+    """Files, directories, globs, manifests (.parquet/.jsonl/.csv) or URIs."""
+
+    out: str = Field(min_length=1)
+    """Output directory or URI; receives ``clips/`` and ``summary.json``."""
+
+    prompt: str = Field(default=DEFAULT_PROMPT, min_length=1, max_length=8192)
+    """Prompt for every clip unless the manifest gives one per video."""
+
+    decode: DecodeConfig = DecodeConfig()
+    """Decode, chunking and sampling settings."""
+
+    model: ModelConfig = ModelConfig()
+    """Which model runs both model stages."""
+
+    generation: GenerationConfig = GenerationConfig()
+    """Decoding settings of the language-model stage."""
+
+    encoder: PoolConfig = PoolConfig(batch_size=4)
+    """Actor pool of the vision-encoder stage."""
+
+    lm: PoolConfig = PoolConfig(batch_size=4)
+    """Actor pool of the language-model stage."""
+
+    decode_cpus: float = Field(default=1.0, gt=0, le=64)
+    """CPUs per decode task."""
+
+    address: str | None = None
+    """Ray address to join (``auto``, ``ray://host:10001``); None starts a local Ray."""
+
+    fail_on_error: bool = False
+    """Exit non-zero when any row carries an error (the job still writes every row)."""

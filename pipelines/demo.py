@@ -1,0 +1,33 @@
+"""Sample inputs for ``vidcap demo``: a few synthetic videos plus one broken file.
+
+The broken file is there on purpose: the demo shows that bad input becomes a typed error
+row while the rest of the job succeeds.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pipelines.media.synth import write_random_bytes, write_video
+
+
+def write_demo_videos(folder: str | Path) -> list[Path]:
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    specs = [
+        ("moving-square-12s.mp4", dict(seconds=12.0, fps=24.0, width=160, height=120)),
+        ("moving-square-5s.mp4", dict(seconds=5.0, fps=30.0, width=128, height=96)),
+        (
+            "counter-8s.webm",
+            dict(seconds=8.0, fps=15.0, width=96, height=96, codec="libvpx-vp9", pattern="index"),
+        ),
+    ]
+    paths = []
+    for name, kwargs in specs:
+        path = folder / name
+        write_video(path, **{"pattern": "moving", **kwargs})
+        paths.append(path)
+    broken = folder / "not-really-a-video.mp4"
+    write_random_bytes(broken)
+    paths.append(broken)
+    return paths

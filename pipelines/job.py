@@ -1,0 +1,95 @@
+"""The offline corpus job: inputs -> decode tasks -> encoder actors -> LM actors -> Parquet."""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+
+import ray
+
+from pipelines.config import DecodeConfig, JobConfig, PoolConfig
+from pipelines.inputs import expand_inputs, filesystem_for, tasks_to_arrow
+from pipelines.models import resolve_family
+from pipelines.models.base import SamplingHints
+from pipelines.output import ShardWriter, Summary, rows_table
+from pipelines.ray_data import apply_fan_out, apply_map
+from pipelines.records import VideoTask
+from pipelines.stages.decode import DecodeStage
+from pipelines.stages.encode import EncodeStage
+from pipelines.stages.generate import GenerateStage
+
+log = logging.getLogger(__name__)
+
+
+def check_sampling(decode: DecodeConfig, hints: SamplingHints, model_type: str) -> None:
+    """Refuse frame settings the model cannot take, instead of silently changing them."""
+    if decode.frame_factor % hints.frame_factor:
+        raise ValueError(
+            f"{model_type} needs frame counts in multiples of {hints.frame_factor}; "
+            f"set frame_factor to a multiple of it (got {decode.frame_factor})"
+        )
+    if decode.min_frames < hints.min_frames:
+        raise ValueError(
+            f"{model_type} needs at least {hints.min_frames} frames per clip; "
+            f"raise min_frames (got {decode.min_frames})"
+        )
+
+
+def init_ray(config: JobConfig) -> None:
+    if ray.is_initialized():
+        return
+    if config.address:
+        ray.init(address=config.address)
+        return
+    # A local Ray must fit one decode task plus the minimum of both actor pools, or the
+    # pipeline would wait forever for CPUs; logical CPUs may exceed physical cores here
+    # because the stages take turns on them.
+    needed = config.decode_cpus + sum(
+        p.min_actors * p.num_cpus for p in (config.encoder, config.lm)
+    )
+    ray.init(
+        num_cpus=max(os.cpu_count() or 1, math.ceil(needed)),
+        include_dashboard=False,
+        configure_logging=False,
+    )
+
+
+def _gpus(pool: PoolConfig) -> PoolConfig:
+    if pool.num_gpus is not None:
+        return pool
+    has_gpu = ray.cluster_resources().get("GPU", 0) > 0
+    return pool.model_copy(update={"num_gpus": 1.0 if has_gpu else 0.0})
+
+
+def plan_job(config: JobConfig) -> list[VideoTask]:
+    """Everything that can fail because of what the user asked, before Ray starts."""
+    family, model_type = resolve_family(config.model.model, config.model.revision)
+    check_sampling(config.decode, family.hints, model_type)
+    return expand_inputs(config.inputs, config.prompt)
+
+
+def run_job(config: JobConfig, tasks: list[VideoTask] | None = None) -> Summary:
+    tasks = plan_job(config) if tasks is None else tasks
+    init_ray(config)
+    encoder_pool, lm_pool = _gpus(config.encoder), _gpus(config.lm)
+
+    decode = DecodeStage(config.decode, num_cpus=config.decode_cpus)
+    encode = EncodeStage(config.model, encoder_pool)
+    generate = GenerateStage(config.model, lm_pool, config.generation)
+
+    ds = ray.data.from_arrow(tasks_to_arrow(tasks))
+    # One block per video lets decode tasks spread over the cluster from the start.
+    ds = ds.repartition(len(tasks))
+    ds = apply_fan_out(ds, decode)
+    ds = apply_map(
+        ds, encode, min_actors=encoder_pool.min_actors, max_actors=encoder_pool.max_actors
+    )
+    ds = apply_map(ds, generate, min_actors=lm_pool.min_actors, max_actors=lm_pool.max_actors)
+
+    fs, out = filesystem_for(config.out)
+    writer = ShardWriter(out, fs, model_id=config.model.model)
+    revision = config.model.revision or ""
+    for batch in ds.iter_batches(batch_size=None, batch_format="numpy"):
+        writer.add(rows_table(batch, config.model.model, revision))
+    return writer.close(inputs=len(tasks))

@@ -1,0 +1,101 @@
+"""What a model family must provide to run as two stages: encode, then generate.
+
+The encoder half turns sampled frames into whatever the language model consumes
+(visual embeddings plus the small tensors needed to place them), returned as a flat
+``dict[str, torch.Tensor]`` that crosses the stage boundary serialized with safetensors.
+The language-model half builds the family's chat prompt around those tensors and
+generates. Each half loads only the weights it uses.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import ClassVar
+
+import numpy as np
+import torch
+
+from pipelines.config import GenerationConfig, ModelConfig
+from pipelines.errors import StageError
+
+
+@dataclass(frozen=True)
+class FramesInput:
+    """Sampled frames of one clip and the rate they were sampled at."""
+
+    frames: np.ndarray  # uint8 (N, H, W, 3)
+    sampled_fps: float
+
+
+@dataclass(frozen=True)
+class GenRequest:
+    encoded: dict[str, torch.Tensor]
+    prompt: str
+
+
+@dataclass(frozen=True)
+class GenOutput:
+    text: str
+    token_ids: tuple[int, ...]
+    prompt_tokens: int
+
+
+@dataclass(frozen=True)
+class SamplingHints:
+    """Frame-count rules the family imposes on the decode stage."""
+
+    min_frames: int = 1
+    frame_factor: int = 1
+
+
+def pick_device(requested: str) -> torch.device:
+    """Choose the torch device from what torch itself sees in this process.
+
+    Ray's GPU bookkeeping can say a GPU was granted on a node that has none usable; the
+    model must still land where torch can run it.
+    """
+    if requested == "cpu":
+        return torch.device("cpu")
+    if torch.cuda.is_available():
+        return torch.device("cuda")
+    if requested == "cuda":
+        raise RuntimeError("device='cuda' was requested but torch sees no CUDA device here")
+    return torch.device("cpu")
+
+
+def pick_dtype(requested: str, device: torch.device) -> torch.dtype:
+    if requested == "auto":
+        return torch.bfloat16 if device.type == "cuda" else torch.float32
+    return getattr(torch, requested)
+
+
+class VideoLMFamily(abc.ABC):
+    """One model family (a set of ``config.model_type`` values) split into two halves."""
+
+    model_types: ClassVar[tuple[str, ...]]
+    hints: ClassVar[SamplingHints] = SamplingHints()
+
+    def __init__(self, config: ModelConfig) -> None:
+        self.config = config
+        self.device = pick_device(config.device)
+        self.dtype = pick_dtype(config.dtype, self.device)
+
+    @abc.abstractmethod
+    def load_encoder(self) -> None:
+        """Load the processor and the vision tower (+ projector) only."""
+
+    @abc.abstractmethod
+    def encode(self, clips: Sequence[FramesInput]) -> list[dict[str, torch.Tensor]]:
+        """Run the vision side for a batch of clips; one dict of CPU tensors per clip."""
+
+    @abc.abstractmethod
+    def load_lm(self) -> None:
+        """Load the tokenizer/processor and the language model only."""
+
+    @abc.abstractmethod
+    def generate(
+        self, requests: Sequence[GenRequest], settings: GenerationConfig
+    ) -> list[GenOutput | StageError]:
+        """Generate text for each request; per-item input problems become StageErrors."""

@@ -1,0 +1,154 @@
+"""Ray Data adapter: turns stages into ``map_batches`` steps. No model logic lives here.
+
+Rows carry their error in ``error_code``/``error_message``/``error_stage``; a row that
+already failed passes every later stage untouched, so every input reaches the writer.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any
+
+import numpy as np
+import ray.data
+
+from pipelines.errors import StageError
+from pipelines.records import (
+    Caption,
+    Clip,
+    ClipRef,
+    EncodedClip,
+    FailedClip,
+    VideoTask,
+    clip_row,
+    error_fields,
+    error_row,
+    row_error,
+)
+from pipelines.stage import FanOutStage, MapStage
+
+
+def batch_to_rows(batch: Mapping[str, np.ndarray]) -> list[dict[str, Any]]:
+    n = len(next(iter(batch.values()))) if batch else 0
+    return [{k: v[i] for k, v in batch.items()} for i in range(n)]
+
+
+def rows_to_batch(rows: list[dict[str, Any]]) -> dict[str, np.ndarray]:
+    batch: dict[str, np.ndarray] = {}
+    for key in rows[0]:
+        values = [r[key] for r in rows]
+        if isinstance(values[0], (np.ndarray, bytes)):
+            # Ragged arrays and byte strings go in object arrays; Ray maps them to
+            # variable-shaped tensor and binary columns.
+            column = np.empty(len(values), dtype=object)
+            column[:] = values
+            batch[key] = column
+        else:
+            batch[key] = np.asarray(values)
+    return batch
+
+
+# -- how each stage's records map to and from rows ---------------------------------------
+
+
+def _clip_from_row(row: Mapping[str, Any]) -> Clip:
+    return Clip(ClipRef.from_row(row), row["frames"], float(row["decode_s"]))
+
+
+def _encoded_from_row(row: Mapping[str, Any]) -> EncodedClip:
+    return EncodedClip(ClipRef.from_row(row), bytes(row["encoded"]), float(row["encode_s"]))
+
+
+def _encoded_update(out: EncodedClip) -> dict[str, Any]:
+    return {"encoded": out.encoded, "encode_s": out.encode_s}
+
+
+def _caption_update(out: Caption) -> dict[str, Any]:
+    return {
+        "text": out.text,
+        "prompt_tokens": out.prompt_tokens,
+        "output_tokens": out.output_tokens,
+        "generate_s": out.generate_s,
+    }
+
+
+# stage name -> (row -> input record, output record -> row update, consumed column, produced
+# column defaults for rows that skip the stage)
+CODECS: dict[str, tuple[Callable, Callable, str | None, dict[str, Any]]] = {
+    "encode": (_clip_from_row, _encoded_update, "frames", {"encoded": b""}),
+    "generate": (_encoded_from_row, _caption_update, "encoded", {}),
+}
+
+
+def map_rows(stage: MapStage, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Apply a 1:1 stage to rows: failed rows pass through, results update their row."""
+    from_row, update, consumed, defaults = CODECS[stage.name]
+    todo = [i for i, r in enumerate(rows) if row_error(r) is None]
+    results = stage([from_row(rows[i]) for i in todo]) if todo else []
+    out = [{**r, **defaults} for r in rows]
+    for i, res in zip(todo, results, strict=True):
+        out[i].update(error_fields(res) if isinstance(res, StageError) else update(res))
+    if consumed:
+        for r in out:
+            r.pop(consumed, None)
+    return out
+
+
+def fan_out_rows(stage: FanOutStage, row: Mapping[str, Any]) -> Iterator[dict[str, Any]]:
+    task = VideoTask.from_row(row)
+    for res in stage.iter_outputs(task):
+        if isinstance(res, FailedClip):
+            yield error_row(res.ref, res.error, res.decode_s)
+        else:
+            yield clip_row(res)
+
+
+class _FanOutFn:
+    """Decode runs as plain tasks: no state worth an actor."""
+
+    def __init__(self, stage: FanOutStage) -> None:
+        self.stage = stage
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> Iterator[dict[str, np.ndarray]]:
+        # One clip per yielded batch keeps a long video streaming instead of materialising
+        # all its frames; Ray Data re-batches downstream.
+        for row in batch_to_rows(batch):
+            for out in fan_out_rows(self.stage, row):
+                yield rows_to_batch([out])
+
+
+class _MapActor:
+    """One actor of a model stage's pool: loads the model once, then maps batches."""
+
+    def __init__(self, stage: MapStage) -> None:
+        self.stage = stage
+        stage.setup()
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        return rows_to_batch(map_rows(self.stage, batch_to_rows(batch)))
+
+
+def apply_fan_out(ds: ray.data.Dataset, stage: FanOutStage) -> ray.data.Dataset:
+    args = stage.resources.ray_args()
+    return ds.map_batches(
+        _FanOutFn(stage),
+        batch_size=1,
+        batch_format="numpy",
+        # Passing the resources as a function stops Ray Data from fusing decode into the
+        # encoder actors: decode must stay a pool of CPU tasks that spreads over CPU nodes
+        # and overlaps with inference, not run inside (and stall) the GPU actors.
+        ray_remote_args_fn=lambda: args,
+    )
+
+
+def apply_map(
+    ds: ray.data.Dataset, stage: MapStage, *, min_actors: int, max_actors: int
+) -> ray.data.Dataset:
+    return ds.map_batches(
+        _MapActor,
+        fn_constructor_args=(stage,),
+        batch_size=stage.batch_size,
+        batch_format="numpy",
+        compute=ray.data.ActorPoolStrategy(min_size=min_actors, max_size=max_actors),
+        **stage.resources.ray_args(),
+    )

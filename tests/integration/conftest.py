@@ -1,0 +1,21 @@
+"""One local Ray for the whole integration session (started in-process, no dashboard)."""
+
+from __future__ import annotations
+
+import pytest
+
+
+@pytest.fixture(scope="session")
+def ray_session():
+    import ray
+
+    # Enough logical CPUs for a decode task plus one encoder and one LM actor on a
+    # 2-core machine; the stages take turns on the real cores.
+    ray.init(
+        num_cpus=4,
+        include_dashboard=False,
+        configure_logging=False,
+        runtime_env={"env_vars": {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}},
+    )
+    yield ray
+    ray.shutdown()

@@ -1,0 +1,18 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+from pipelines.errors import ErrorCode
+from pipelines.output import schema_markdown
+
+README = (Path(__file__).parents[3] / "README.md").read_text()
+
+
+def test_readme_schema_table_matches_the_code():
+    block = README.split("<!-- schema:begin")[1].split("-->", 1)[1].split("<!-- schema:end")[0]
+    assert block.strip() == schema_markdown()
+
+
+def test_readme_documents_every_error_code():
+    missing = [c.value for c in ErrorCode if f"| `{c.value}` |" not in README]
+    assert missing == []
