@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import argparse
 import logging
+import math
+import os
+import signal
 import sys
 import tempfile
+import threading
 from pathlib import Path
 
 from pydantic import ValidationError
@@ -163,6 +167,56 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return code
 
 
+def cmd_serve(args: argparse.Namespace) -> int:
+    import ray
+    import yaml
+    from ray import serve
+
+    from serve.app import build_app
+    from serve.config import ServeConfig
+
+    data = {}
+    if args.config:
+        data = yaml.safe_load(Path(args.config).read_text()) or {}
+    if args.model:
+        data["model"] = {**data.get("model", {}), "model": args.model}
+    try:
+        config = ServeConfig.model_validate(data)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from exc
+    if args.address:
+        ray.init(address=args.address)
+    else:
+        # Like the offline job: a local Ray must fit every deployment's first replica, or
+        # the endpoint would wait forever for CPUs (logical CPUs may exceed cores here).
+        deployments = (config.ingress, config.decoder, config.encoder, config.lm)
+        needed = sum(max(1, d.min_replicas) * d.num_cpus for d in deployments)
+        ray.init(
+            address="local",
+            num_cpus=max(os.cpu_count() or 1, math.ceil(needed)),
+            include_dashboard=False,
+        )
+    serve.start(http_options={"host": args.host, "port": args.port})
+    try:
+        app = build_app(config)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from exc
+    serve.run(app, name="vidcap", route_prefix="/")
+    print(
+        f"vidcap: serving {config.model_name} at http://{args.host}:{args.port}/v1 "
+        "(Ctrl-C to stop)",
+        flush=True,
+    )
+    # Stop cleanly on Ctrl-C and on SIGTERM (process managers), so Ray's processes go too.
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    stop.wait()
+    serve.shutdown()
+    ray.shutdown()
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="vidcap", description=__doc__)
     parser.add_argument("-v", "--verbose", action="store_true")
@@ -171,11 +225,22 @@ def build_parser() -> argparse.ArgumentParser:
     _add_caption_args(cap)
     cap.set_defaults(func=cmd_caption)
     tiny = sub.add_parser("tiny-model", help="build a tiny random-weight model folder offline")
-    tiny.add_argument("--family", default="qwen2_vl", choices=["qwen2_vl", "qwen2_5_vl"])
+    tiny.add_argument(
+        "--family",
+        default="qwen2_vl",
+        choices=sorted(__import__("pipelines.models.tiny", fromlist=["FAMILIES"]).FAMILIES),
+    )
     tiny.add_argument("--out", required=True)
     tiny.add_argument("--hidden-size", type=int, default=64)
     tiny.add_argument("--num-layers", type=int, default=2)
     tiny.set_defaults(func=cmd_tiny_model)
+    srv = sub.add_parser("serve", help="run the OpenAI-compatible endpoint on a local Ray")
+    srv.add_argument("--model", default=None, help="hub id or local folder (overrides --config)")
+    srv.add_argument("--config", default=None, help="YAML file with ServeConfig fields")
+    srv.add_argument("--host", default="127.0.0.1", help="bind address (default: loopback only)")
+    srv.add_argument("--port", type=int, default=8000)
+    srv.add_argument("--address", default=None, help="join a Ray cluster instead of a local one")
+    srv.set_defaults(func=cmd_serve)
     demo = sub.add_parser("demo", help="synthetic videos + tiny model, end to end, offline")
     demo.add_argument("--out", default="vidcap-demo-out")
     demo.set_defaults(func=cmd_demo)

@@ -49,6 +49,9 @@ def init_ray(config: JobConfig) -> None:
         p.min_actors * p.num_cpus for p in (config.encoder, config.lm)
     )
     ray.init(
+        # "local" never attaches to a cluster found through RAY_ADDRESS: joining one is
+        # what --address is for.
+        address="local",
         num_cpus=max(os.cpu_count() or 1, math.ceil(needed)),
         include_dashboard=False,
         configure_logging=False,

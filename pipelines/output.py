@@ -19,6 +19,9 @@ import pyarrow as pa
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
+from pipelines.errors import StageError
+from pipelines.records import ROW_DEFAULTS, Caption, ClipRef, error_fields
+
 SCHEMA_VERSION = "1.0"
 
 # name, type, description: the README's schema table is generated from this list.
@@ -166,3 +169,34 @@ def schema_markdown() -> str:
 
 if __name__ == "__main__":
     print(schema_markdown())
+
+
+def result_row(
+    ref: ClipRef,
+    result: Caption | StageError,
+    *,
+    model_id: str,
+    model_revision: str = "",
+    decode_s: float = 0.0,
+    encode_s: float = 0.0,
+) -> dict[str, Any]:
+    """One output row (the Parquet columns, in order) for a clip's result; used online."""
+    row: dict[str, Any] = {
+        **ROW_DEFAULTS,
+        **ref.to_row(),
+        "model_id": model_id,
+        "model_revision": model_revision,
+        "decode_s": decode_s,
+        "encode_s": encode_s,
+    }
+    row["frame_ts_s"] = list(ref.frame_ts_s)
+    if isinstance(result, StageError):
+        row.update(error_fields(result))
+    else:
+        row.update(
+            text=result.text,
+            prompt_tokens=result.prompt_tokens,
+            output_tokens=result.output_tokens,
+            generate_s=result.generate_s,
+        )
+    return {name: row[name] for name, _, _ in COLUMNS}

@@ -94,8 +94,17 @@ class VideoLMFamily(abc.ABC):
     def load_lm(self) -> None:
         """Load the tokenizer/processor and the language model only."""
 
+    @property
+    @abc.abstractmethod
+    def tokenizer(self):
+        """The tokenizer that decodes this family's generated ids (for streaming)."""
+
     @abc.abstractmethod
     def generate(
-        self, requests: Sequence[GenRequest], settings: GenerationConfig
+        self, requests: Sequence[GenRequest], settings: GenerationConfig, streamer=None
     ) -> list[GenOutput | StageError]:
-        """Generate text for each request; per-item input problems become StageErrors."""
+        """Generate text for each request; per-item input problems become StageErrors.
+
+        ``streamer`` (a transformers ``BaseStreamer``) receives tokens as they are
+        generated; it is only passed for a single request.
+        """

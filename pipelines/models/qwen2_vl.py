@@ -90,9 +90,13 @@ class QwenVL(VideoLMFamily):
         text = self.processor.apply_chat_template(messages, add_generation_prompt=True)
         return text.replace(self.video_token, self.video_token * num_video_tokens, 1)
 
+    @property
+    def tokenizer(self):
+        return self.processor.tokenizer
+
     @torch.inference_mode()
     def generate(
-        self, requests: Sequence[GenRequest], settings: GenerationConfig
+        self, requests: Sequence[GenRequest], settings: GenerationConfig, streamer=None
     ) -> list[GenOutput | StageError]:
         results: list[GenOutput | StageError | None] = [None] * len(requests)
         texts, keep = [], []
@@ -118,13 +122,19 @@ class QwenVL(VideoLMFamily):
             keep.append(i)
         if keep:
             for i, out in zip(
-                keep, self._generate([requests[i] for i in keep], texts, settings), strict=True
+                keep,
+                self._generate([requests[i] for i in keep], texts, settings, streamer),
+                strict=True,
             ):
                 results[i] = out
         return results  # type: ignore[return-value]
 
     def _generate(
-        self, requests: Sequence[GenRequest], texts: list[str], settings: GenerationConfig
+        self,
+        requests: Sequence[GenRequest],
+        texts: list[str],
+        settings: GenerationConfig,
+        streamer=None,
     ) -> list[GenOutput]:
         tok = self.processor.tokenizer
         enc = tok(texts, return_tensors="pt", padding=True, padding_side="left")
@@ -161,6 +171,7 @@ class QwenVL(VideoLMFamily):
             top_p=settings.top_p if sampling else None,
             top_k=None,
             pad_token_id=tok.pad_token_id,
+            streamer=streamer,
         )
         new = out[:, ids.shape[1] :].cpu()
         prompt_lens = enc["attention_mask"].sum(dim=1).tolist()

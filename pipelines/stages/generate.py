@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 from safetensors.torch import load as load_tensors
+from transformers import TextStreamer
 
 from pipelines.config import GenerationConfig, ModelConfig, PoolConfig
 from pipelines.errors import StageError
@@ -42,13 +43,19 @@ class GenerateStage(MapStage[EncodedClip, Caption]):
         torch.set_grad_enabled(False)
 
     def process_batch(self, items: Sequence[EncodedClip]) -> list[Caption | StageError]:
+        return self.process_with(items, self.generation)
+
+    def process_with(
+        self, items: Sequence[EncodedClip], settings: GenerationConfig, streamer=None
+    ) -> list[Caption | StageError]:
+        """``process_batch`` with per-call decoding settings (online requests carry their own)."""
         if self.family is None:
             self.setup()
         started = time.perf_counter()
         requests = [GenRequest(load_tensors(c.encoded), c.ref.prompt) for c in items]
 
         def generate(batch: Sequence[GenRequest]):
-            return self.family.generate(batch, self.generation)
+            return self.family.generate(batch, settings, streamer=streamer)
 
         outputs = run_isolated(generate, requests, self.name)
         per_item_s = (time.perf_counter() - started) / max(1, len(items))
@@ -61,3 +68,24 @@ class GenerateStage(MapStage[EncodedClip, Caption]):
                     Caption(clip.ref, out.text, out.prompt_tokens, len(out.token_ids), per_item_s)
                 )
         return results
+
+    def stream(
+        self, item: EncodedClip, settings: GenerationConfig, on_text: Callable[[str], None]
+    ) -> Caption | StageError:
+        """Generate for one item, calling ``on_text`` with each new piece of text."""
+        if self.family is None:
+            self.setup()
+        streamer = CallbackStreamer(self.family.tokenizer, on_text)
+        return self.process_with([item], settings, streamer=streamer)[0]
+
+
+class CallbackStreamer(TextStreamer):
+    """Hands decoded text to a callback as soon as it forms whole characters/words."""
+
+    def __init__(self, tokenizer, on_text: Callable[[str], None]) -> None:
+        super().__init__(tokenizer, skip_prompt=True, skip_special_tokens=True)
+        self.on_text = on_text
+
+    def on_finalized_text(self, text: str, stream_end: bool = False) -> None:
+        if text:
+            self.on_text(text)

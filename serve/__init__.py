@@ -1,0 +1,1 @@
+"""The online endpoint: the offline job's stages as Ray Serve deployments."""

@@ -1,0 +1,138 @@
+"""Typed configuration of the online endpoint; the Serve config file and CLI both build it."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from pipelines.config import DEFAULT_PROMPT, DecodeConfig, GenerationConfig, ModelConfig
+
+
+class _Config(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True)
+
+
+class DeploymentConfig(_Config):
+    """Replicas, autoscaling and admission control of one deployment."""
+
+    min_replicas: int = Field(default=1, ge=0, le=1024)
+    """Replicas kept alive when idle."""
+
+    max_replicas: int = Field(default=1, ge=1, le=1024)
+    """Upper bound the autoscaler may reach."""
+
+    target_ongoing_requests: float = Field(default=2.0, gt=0, le=1024)
+    """Autoscaling target: ongoing requests per replica."""
+
+    upscale_delay_s: float = Field(default=10.0, ge=0, le=3600)
+    """How long load must stay above target before adding a replica."""
+
+    downscale_delay_s: float = Field(default=60.0, ge=0, le=3600)
+    """How long load must stay below target before removing a replica."""
+
+    max_ongoing_requests: int = Field(default=8, ge=1, le=10_000)
+    """Requests one replica works on at once (batching needs more than the batch size)."""
+
+    max_queued_requests: int = Field(default=64, ge=-1, le=1_000_000)
+    """Requests waiting for a replica before callers get 503; -1 means unbounded."""
+
+    num_cpus: float = Field(default=1.0, ge=0, le=256)
+    """CPUs per replica."""
+
+    num_gpus: float | None = Field(default=None, ge=0, le=8)
+    """GPUs per replica; None asks for one when the cluster has GPUs (model deployments)."""
+
+    max_batch_size: int = Field(default=4, ge=1, le=1024)
+    """Largest ``@serve.batch`` batch (encoder and LM only)."""
+
+    batch_wait_timeout_s: float = Field(default=0.01, ge=0, le=10)
+    """How long a batch waits to fill before running."""
+
+    @model_validator(mode="after")
+    def _check(self) -> DeploymentConfig:
+        if self.min_replicas > self.max_replicas:
+            raise ValueError(f"min_replicas={self.min_replicas} exceeds max_replicas")
+        return self
+
+    def serve_options(self, gpus_available: bool) -> dict:
+        num_gpus = self.num_gpus if self.num_gpus is not None else (1.0 if gpus_available else 0.0)
+        return {
+            "autoscaling_config": {
+                "min_replicas": self.min_replicas,
+                "max_replicas": self.max_replicas,
+                "initial_replicas": max(1, self.min_replicas),
+                "target_ongoing_requests": self.target_ongoing_requests,
+                "upscale_delay_s": self.upscale_delay_s,
+                "downscale_delay_s": self.downscale_delay_s,
+                "metrics_interval_s": min(10.0, max(0.5, self.upscale_delay_s / 2)),
+                "look_back_period_s": min(30.0, max(1.0, self.upscale_delay_s)),
+            },
+            "max_ongoing_requests": self.max_ongoing_requests,
+            "max_queued_requests": self.max_queued_requests,
+            "ray_actor_options": {"num_cpus": self.num_cpus, "num_gpus": num_gpus},
+        }
+
+
+class SecurityConfig(_Config):
+    """What requests may make the server read or fetch."""
+
+    api_key: str | None = None
+    """When set, requests need ``Authorization: Bearer <api_key>``."""
+
+    max_body_bytes: int = Field(default=64 * 1024**2, ge=1024)
+    """Largest request body (JSON with a data URL, or an upload); larger gets 413."""
+
+    max_fetch_bytes: int = Field(default=256 * 1024**2, ge=1024)
+    """Largest media fetched from an http(s) URL; enforced while streaming."""
+
+    fetch_timeout_s: float = Field(default=20.0, gt=0, le=600)
+    """Total time to fetch one media URL, redirects included."""
+
+    allowed_domains: tuple[str, ...] = ()
+    """If non-empty, only these hosts (and subdomains) may be fetched."""
+
+    allow_networks: tuple[str, ...] = ()
+    """CIDRs exempt from the public-address rule; empty in production."""
+
+    media_dir: str | None = None
+    """Local paths and file:// URLs are served only from under this directory."""
+
+
+class ServeConfig(_Config):
+    """The whole endpoint: model, stage settings, deployments, limits."""
+
+    model: ModelConfig = ModelConfig()
+    """Model run by the encoder and LM deployments."""
+
+    served_model_name: str | None = None
+    """Name reported by /v1/models and expected in requests; defaults to model.model."""
+
+    prompt: str = Field(default=DEFAULT_PROMPT, min_length=1, max_length=8192)
+    """Prompt of /v1/captions when the request gives none."""
+
+    decode: DecodeConfig = DecodeConfig()
+    """Decode settings for /v1/captions (clip windows) and chat (whole video, capped)."""
+
+    generation: GenerationConfig = GenerationConfig()
+    """Defaults for requests that omit max_tokens, temperature, top_p or seed."""
+
+    request_timeout_s: float = Field(default=120.0, gt=0, le=3600)
+    """Past this a request answers 504."""
+
+    security: SecurityConfig = SecurityConfig()
+    """Authentication, body and fetch limits."""
+
+    ingress: DeploymentConfig = DeploymentConfig(num_cpus=0.1, max_ongoing_requests=64)
+    """The FastAPI ingress (no model)."""
+
+    decoder: DeploymentConfig = DeploymentConfig(max_ongoing_requests=4)
+    """The PyAV decode deployment (CPU)."""
+
+    encoder: DeploymentConfig = DeploymentConfig()
+    """The vision-encoder deployment."""
+
+    lm: DeploymentConfig = DeploymentConfig()
+    """The language-model deployment."""
+
+    @property
+    def model_name(self) -> str:
+        return self.served_model_name or self.model.model

@@ -1,0 +1,67 @@
+"""Turn a request's media reference (data URL, http(s) URL, local path) into bytes."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import os
+from urllib.parse import unquote, urlsplit
+
+from pipelines.errors import ErrorCode
+from serve.config import SecurityConfig
+from serve.fetch import FetchError, FetchPolicy, fetch
+
+
+def policy_for(security: SecurityConfig) -> FetchPolicy:
+    return FetchPolicy(
+        max_bytes=security.max_fetch_bytes,
+        timeout_s=security.fetch_timeout_s,
+        allowed_domains=security.allowed_domains,
+        allow_networks=security.allow_networks,
+    )
+
+
+def _data_url(url: str, max_bytes: int) -> bytes:
+    header, sep, payload = url.partition(",")
+    if not sep or not header.endswith(";base64"):
+        raise FetchError(ErrorCode.INVALID_REQUEST, "data URLs must be base64 encoded")
+    if len(payload) * 3 // 4 > max_bytes:
+        raise FetchError(ErrorCode.TOO_LARGE, "media exceeds the byte limit", 413)
+    try:
+        return base64.b64decode(payload, validate=True)
+    except (binascii.Error, ValueError):
+        raise FetchError(ErrorCode.INVALID_REQUEST, "data URL is not valid base64") from None
+
+
+def _local(path: str, security: SecurityConfig) -> bytes:
+    if not security.media_dir:
+        raise FetchError(ErrorCode.FORBIDDEN, "local paths are disabled (no media_dir configured)")
+    root = os.path.realpath(security.media_dir)
+    # realpath resolves '..' and symlinks, so neither can lead out of the media dir.
+    real = os.path.realpath(os.path.join(root, path))
+    if os.path.commonpath([root, real]) != root:
+        raise FetchError(ErrorCode.FORBIDDEN, "path is outside the allowed media directory")
+    try:
+        size = os.path.getsize(real)
+        if size > security.max_fetch_bytes:
+            raise FetchError(ErrorCode.TOO_LARGE, "media exceeds the byte limit", 413)
+        with open(real, "rb") as f:
+            return f.read()
+    except FileNotFoundError:
+        raise FetchError(ErrorCode.NOT_FOUND, "no such file in the media directory") from None
+    except OSError as exc:
+        raise FetchError(ErrorCode.UNREADABLE, f"cannot read file: {exc.strerror}") from None
+
+
+def load_media(url: str, security: SecurityConfig, policy: FetchPolicy | None = None) -> bytes:
+    """Bytes of the media at ``url``; raises FetchError with the code and HTTP status."""
+    scheme = urlsplit(url).scheme.lower() if "://" in url or url.startswith("data:") else ""
+    if scheme == "data":
+        return _data_url(url, security.max_body_bytes)
+    if scheme in ("http", "https"):
+        return fetch(url, policy or policy_for(security))
+    if scheme == "file":
+        return _local(unquote(urlsplit(url).path), security)
+    if scheme:
+        raise FetchError(ErrorCode.FETCH_FAILED, f"scheme {scheme!r} is not supported")
+    return _local(url, security)
