@@ -35,10 +35,15 @@ def _data_url(path, mime="video/mp4") -> str:
 
 def _chat(video_url: str, prompt: str = PROMPT, kind: str = "video_url", **extra) -> dict:
     return {
-        "messages": [{"role": "user", "content": [
-            {"type": kind, kind: {"url": video_url}},
-            {"type": "text", "text": prompt},
-        ]}],
+        "messages": [
+            {
+                "role": "user",
+                "content": [
+                    {"type": kind, kind: {"url": video_url}},
+                    {"type": "text", "text": prompt},
+                ],
+            }
+        ],
         "max_tokens": MAX_TOKENS,
         **extra,
     }
@@ -47,7 +52,9 @@ def _chat(video_url: str, prompt: str = PROMPT, kind: str = "video_url", **extra
 @pytest.fixture(scope="module")
 def media(tmp_path_factory):
     root = tmp_path_factory.mktemp("serve-media")
-    synth.write_video(root / "short.mp4", seconds=3.0, fps=10.0, width=64, height=64, pattern="moving")
+    synth.write_video(
+        root / "short.mp4", seconds=3.0, fps=10.0, width=64, height=64, pattern="moving"
+    )
     synth.write_video(root / "twelve.mp4", seconds=12.0, fps=10.0, width=64, height=48)
     synth.write_random_bytes(root / "random.mp4")
     synth.write_zero_bytes(root / "zero.mp4")
@@ -68,9 +75,14 @@ def endpoint(ray_session, tiny_model_dir, media):
     serve.start(http_options={"host": "127.0.0.1", "port": port})
     model = {"model": tiny_model_dir("qwen2_vl")}
     config = ServeConfig(
-        model=model, prompt=PROMPT, generation={"max_new_tokens": MAX_TOKENS},
+        model=model,
+        prompt=PROMPT,
+        generation={"max_new_tokens": MAX_TOKENS},
         security={"media_dir": str(media), "max_body_bytes": 2 * 1024**2},
-        ingress=SMALL, decoder=SMALL, encoder=SMALL, lm=SMALL,
+        ingress=SMALL,
+        decoder=SMALL,
+        encoder=SMALL,
+        lm=SMALL,
     )
     serve.run(build_app(config), name="vidcap", route_prefix="/")
     yield f"http://127.0.0.1:{port}", config
@@ -81,9 +93,13 @@ def endpoint(ray_session, tiny_model_dir, media):
 def offline(ray_session, tiny_model_dir, media, tmp_path_factory):
     """The offline job's rows for the same videos, prompt and model."""
     out = tmp_path_factory.mktemp("offline")
-    config = JobConfig(inputs=[str(media / "short.mp4"), str(media / "twelve.mp4")], out=str(out),
-                       prompt=PROMPT, model={"model": tiny_model_dir("qwen2_vl")},
-                       generation={"max_new_tokens": MAX_TOKENS})
+    config = JobConfig(
+        inputs=[str(media / "short.mp4"), str(media / "twelve.mp4")],
+        out=str(out),
+        prompt=PROMPT,
+        model={"model": tiny_model_dir("qwen2_vl")},
+        generation={"max_new_tokens": MAX_TOKENS},
+    )
     run_job(config)
     rows = pq.read_table(out / "clips").to_pylist()
     return {(r["source"].rsplit("/", 1)[1], r["clip_index"]): r for r in rows}
@@ -99,28 +115,38 @@ def test_health_ready_models(endpoint):
 
 def test_chat_completion_matches_offline_text(endpoint, media, offline):
     url, _ = endpoint
-    r = requests.post(f"{url}/v1/chat/completions", json=_chat(_data_url(media / "short.mp4")),
-                      timeout=60)
+    r = requests.post(
+        f"{url}/v1/chat/completions", json=_chat(_data_url(media / "short.mp4")), timeout=60
+    )
     assert r.status_code == 200, r.text
     body = r.json()
     assert body["object"] == "chat.completion"
     text = body["choices"][0]["message"]["content"]
     row = offline[("short.mp4", 0)]
     assert text == row["text"] and text
-    assert body["usage"] == {"prompt_tokens": row["prompt_tokens"],
-                             "completion_tokens": row["output_tokens"],
-                             "total_tokens": row["prompt_tokens"] + row["output_tokens"]}
+    assert body["usage"] == {
+        "prompt_tokens": row["prompt_tokens"],
+        "completion_tokens": row["output_tokens"],
+        "total_tokens": row["prompt_tokens"] + row["output_tokens"],
+    }
 
 
 def test_streaming_gives_the_same_text_as_a_whole_answer(endpoint, media):
     url, _ = endpoint
     payload = _chat(_data_url(media / "short.mp4"))
     whole = requests.post(f"{url}/v1/chat/completions", json=payload, timeout=60).json()
-    r = requests.post(f"{url}/v1/chat/completions", stream=True, timeout=60,
-                      json={**payload, "stream": True, "stream_options": {"include_usage": True}})
+    r = requests.post(
+        f"{url}/v1/chat/completions",
+        stream=True,
+        timeout=60,
+        json={**payload, "stream": True, "stream_options": {"include_usage": True}},
+    )
     assert r.status_code == 200 and r.headers["content-type"].startswith("text/event-stream")
-    events = [line[len("data: "):] for line in r.iter_lines(decode_unicode=True)
-              if line.startswith("data: ")]
+    events = [
+        line[len("data: ") :]
+        for line in r.iter_lines(decode_unicode=True)
+        if line.startswith("data: ")
+    ]
     assert events[-1] == "[DONE]"
     chunks = [json.loads(e) for e in events[:-1]]
     assert chunks[0]["choices"][0]["delta"]["role"] == "assistant"
@@ -133,8 +159,11 @@ def test_streaming_gives_the_same_text_as_a_whole_answer(endpoint, media):
 
 def test_image_url_is_a_one_frame_video(endpoint, media):
     url, _ = endpoint
-    r = requests.post(f"{url}/v1/chat/completions", timeout=60,
-                      json=_chat(_data_url(media / "still.png", "image/png"), kind="image_url"))
+    r = requests.post(
+        f"{url}/v1/chat/completions",
+        timeout=60,
+        json=_chat(_data_url(media / "still.png", "image/png"), kind="image_url"),
+    )
     assert r.status_code == 200, r.text
     assert r.json()["choices"][0]["message"]["content"]
 
@@ -142,17 +171,26 @@ def test_image_url_is_a_one_frame_video(endpoint, media):
 def test_captions_upload_matches_offline_rows(endpoint, media, offline):
     url, _ = endpoint
     with open(media / "twelve.mp4", "rb") as f:
-        r = requests.post(f"{url}/v1/captions", files={"file": ("twelve.mp4", f, "video/mp4")},
-                          data={"prompt": PROMPT}, timeout=60)
+        r = requests.post(
+            f"{url}/v1/captions",
+            files={"file": ("twelve.mp4", f, "video/mp4")},
+            data={"prompt": PROMPT},
+            timeout=60,
+        )
     assert r.status_code == 200, r.text
     clips = r.json()["clips"]
-    assert [(c["clip_index"], c["start_s"], c["end_s"]) for c in clips] == [(0, 0.0, 10.0),
-                                                                           (1, 10.0, 12.0)]
+    assert [(c["clip_index"], c["start_s"], c["end_s"]) for c in clips] == [
+        (0, 0.0, 10.0),
+        (1, 10.0, 12.0),
+    ]
     assert all(list(c) == [name for name, _, _ in COLUMNS] for c in clips)
     for c in clips:
         off = offline[("twelve.mp4", c["clip_index"])]
         assert (c["text"], c["frame_ts_s"], c["prompt_tokens"]) == (
-            off["text"], off["frame_ts_s"], off["prompt_tokens"])
+            off["text"],
+            off["frame_ts_s"],
+            off["prompt_tokens"],
+        )
         assert c["source"] == "twelve.mp4" and c["error_code"] == ""
 
 
@@ -164,13 +202,16 @@ def test_captions_by_path_only_inside_media_dir(endpoint, media):
     assert bad.status_code == 400 and bad.json()["error"]["code"] == "forbidden"
 
 
-@pytest.mark.parametrize("target", [
-    "http://127.0.0.1:9/x.mp4",
-    "http://10.0.0.8/x.mp4",
-    "http://169.254.169.254/latest/meta-data/",
-    "http://[::1]/x.mp4",
-    "http://example.com\\@127.0.0.1/x.mp4",
-])
+@pytest.mark.parametrize(
+    "target",
+    [
+        "http://127.0.0.1:9/x.mp4",
+        "http://10.0.0.8/x.mp4",
+        "http://169.254.169.254/latest/meta-data/",
+        "http://[::1]/x.mp4",
+        "http://example.com\\@127.0.0.1/x.mp4",
+    ],
+)
 def test_ssrf_targets_are_refused_with_400(endpoint, target):
     url, _ = endpoint
     r = requests.post(f"{url}/v1/chat/completions", json=_chat(target), timeout=30)
@@ -178,10 +219,13 @@ def test_ssrf_targets_are_refused_with_400(endpoint, target):
     assert r.json()["error"]["code"] == "fetch_failed"
 
 
-@pytest.mark.parametrize("name, status, code", [
-    ("random.mp4", 400, "corrupt"),
-    ("zero.mp4", 400, "empty"),
-])
+@pytest.mark.parametrize(
+    "name, status, code",
+    [
+        ("random.mp4", 400, "corrupt"),
+        ("zero.mp4", 400, "empty"),
+    ],
+)
 def test_bad_media_is_a_4xx_with_our_code(endpoint, media, name, status, code):
     url, _ = endpoint
     r = requests.post(f"{url}/v1/chat/completions", json=_chat(_data_url(media / name)), timeout=30)
@@ -210,12 +254,25 @@ def tight(endpoint, tiny_model_dir):
     from serve.config import ServeConfig
 
     url, _ = endpoint
-    lm = {**SMALL, "min_replicas": 1, "max_replicas": 2, "target_ongoing_requests": 1,
-          "max_ongoing_requests": 1, "max_queued_requests": 2, "upscale_delay_s": 0.5,
-          "downscale_delay_s": 2.0, "max_batch_size": 1}
+    lm = {
+        **SMALL,
+        "min_replicas": 1,
+        "max_replicas": 2,
+        "target_ongoing_requests": 1,
+        "max_ongoing_requests": 1,
+        "max_queued_requests": 2,
+        "upscale_delay_s": 0.5,
+        "downscale_delay_s": 2.0,
+        "max_batch_size": 1,
+    }
     config = ServeConfig(
-        model={"model": tiny_model_dir("qwen2_vl")}, generation={"max_new_tokens": 48},
-        security={"api_key": "sekrit"}, ingress=SMALL, decoder=SMALL, encoder=SMALL, lm=lm,
+        model={"model": tiny_model_dir("qwen2_vl")},
+        generation={"max_new_tokens": 48},
+        security={"api_key": "sekrit"},
+        ingress=SMALL,
+        decoder=SMALL,
+        encoder=SMALL,
+        lm=lm,
     )
     serve.run(build_app(config), name="tight", route_prefix="/tight")
     yield f"{url}/tight"
@@ -231,9 +288,15 @@ def _lm_replicas(app: str) -> int:
 
 def test_api_key_is_required_when_configured(tight, media):
     payload = _chat(_data_url(media / "short.mp4"), max_tokens=2)
-    assert requests.post(f"{tight}/v1/chat/completions", json=payload, timeout=30).status_code == 401
-    ok = requests.post(f"{tight}/v1/chat/completions", json=payload, timeout=60,
-                       headers={"Authorization": "Bearer sekrit"})
+    assert (
+        requests.post(f"{tight}/v1/chat/completions", json=payload, timeout=30).status_code == 401
+    )
+    ok = requests.post(
+        f"{tight}/v1/chat/completions",
+        json=payload,
+        timeout=60,
+        headers={"Authorization": "Bearer sekrit"},
+    )
     assert ok.status_code == 200
 
 
@@ -275,9 +338,20 @@ def test_vidcap_serve_command_answers_on_loopback(tiny_model_dir, media):
     port = _free_port()
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "RAY_ADDRESS": ""}
     proc = subprocess.Popen(
-        [sys.executable, "-m", "pipelines.cli", "serve", "--model", tiny_model_dir("qwen2_vl"),
-         "--port", str(port)],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
+        [
+            sys.executable,
+            "-m",
+            "pipelines.cli",
+            "serve",
+            "--model",
+            tiny_model_dir("qwen2_vl"),
+            "--port",
+            str(port),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=env,
     )
     try:
         url = f"http://127.0.0.1:{port}"
@@ -289,8 +363,9 @@ def test_vidcap_serve_command_answers_on_loopback(tiny_model_dir, media):
             except requests.RequestException:  # not listening yet, or routes not ready
                 pass
             time.sleep(1)
-        r = requests.post(f"{url}/v1/chat/completions",
-                          json=_chat(_data_url(media / "short.mp4")), timeout=60)
+        r = requests.post(
+            f"{url}/v1/chat/completions", json=_chat(_data_url(media / "short.mp4")), timeout=60
+        )
         assert r.status_code == 200, r.text
         assert r.json()["choices"][0]["message"]["content"]
     finally:
