@@ -51,8 +51,9 @@ def _error_response(exc: RequestError) -> JSONResponse:
 
 
 def _stage_error(err: StageError) -> RequestError:
-    return RequestError(STATUS_BY_CODE.get(err.code, 400), err.code.value,
-                        f"{err.stage}: {err.message}")
+    return RequestError(
+        STATUS_BY_CODE.get(err.code, 400), err.code.value, f"{err.stage}: {err.message}"
+    )
 
 
 async def _read_body(request: Request, cap: int) -> bytes:
@@ -71,8 +72,13 @@ async def _read_body(request: Request, cap: int) -> bytes:
 @serve.deployment
 @serve.ingress(api)
 class Ingress:
-    def __init__(self, config: ServeConfig, decoder: DeploymentHandle, encoder: DeploymentHandle,
-                 lm: DeploymentHandle) -> None:
+    def __init__(
+        self,
+        config: ServeConfig,
+        decoder: DeploymentHandle,
+        encoder: DeploymentHandle,
+        lm: DeploymentHandle,
+    ) -> None:
         self.config = config
         self.decoder, self.encoder, self.lm = decoder, encoder, lm
 
@@ -84,23 +90,33 @@ class Ingress:
             return
         sent = request.headers.get("authorization", "")
         if not secrets.compare_digest(sent.encode(), f"Bearer {key}".encode()):
-            raise RequestError(401, "unauthorized", "missing or wrong API key",
-                               {"WWW-Authenticate": "Bearer"})
+            raise RequestError(
+                401, "unauthorized", "missing or wrong API key", {"WWW-Authenticate": "Bearer"}
+            )
 
     async def _guard(self, coro) -> Any:
         """Map overload and slowness to 503/504; bad input was mapped where it was found."""
         try:
             return await asyncio.wait_for(coro, self.config.request_timeout_s)
         except TimeoutError:
-            raise RequestError(504, "timeout",
-                               f"no answer within {self.config.request_timeout_s} s") from None
+            raise RequestError(
+                504, "timeout", f"no answer within {self.config.request_timeout_s} s"
+            ) from None
         except BackPressureError:
-            raise RequestError(503, "overloaded", "the server is at capacity, retry shortly",
-                               {"Retry-After": RETRY_AFTER_S}) from None
+            raise RequestError(
+                503,
+                "overloaded",
+                "the server is at capacity, retry shortly",
+                {"Retry-After": RETRY_AFTER_S},
+            ) from None
         except ray.exceptions.RayTaskError as exc:
             if isinstance(exc.cause, BackPressureError):
-                raise RequestError(503, "overloaded", "the server is at capacity, retry shortly",
-                                   {"Retry-After": RETRY_AFTER_S}) from None
+                raise RequestError(
+                    503,
+                    "overloaded",
+                    "the server is at capacity, retry shortly",
+                    {"Retry-After": RETRY_AFTER_S},
+                ) from None
             raise
 
     async def _media(self, url: str) -> bytes:
@@ -109,10 +125,12 @@ class Ingress:
         except FetchError as exc:
             raise RequestError(exc.status, exc.code.value, exc.message) from None
 
-    async def _clips(self, media: bytes, mode: str, video_id: str, prompt: str,
-                     source: str) -> list[Clip]:
+    async def _clips(
+        self, media: bytes, mode: str, video_id: str, prompt: str, source: str
+    ) -> list[Clip]:
         items: list[Clip | FailedClip] = await self.decoder.decode.remote(
-            media, mode, video_id, prompt, source)
+            media, mode, video_id, prompt, source
+        )
         failed = [i for i in items if isinstance(i, FailedClip)]
         if failed and not any(isinstance(i, Clip) for i in items):
             raise _stage_error(failed[0].error)
@@ -142,8 +160,12 @@ class Ingress:
             self._authorize(request)
         except RequestError as exc:
             return _error_response(exc)
-        model = {"id": self.config.model_name, "object": "model", "created": 0,
-                 "owned_by": "vidcap"}
+        model = {
+            "id": self.config.model_name,
+            "object": "model",
+            "created": 0,
+            "owned_by": "vidcap",
+        }
         return JSONResponse({"object": "list", "data": [model]})
 
     @api.post("/v1/chat/completions")
@@ -156,8 +178,9 @@ class Ingress:
             except ValidationError as exc:
                 raise RequestError(400, ErrorCode.INVALID_REQUEST.value, str(exc)) from None
             if req.model not in (None, self.config.model_name):
-                raise RequestError(404, "model_not_found",
-                                   f"model {req.model!r} is not served here")
+                raise RequestError(
+                    404, "model_not_found", f"model {req.model!r} is not served here"
+                )
             prompt, (kind, url) = split_messages(req)
             settings = req.settings(self.config.generation)
             media = await self._guard(self._media(url))
@@ -166,17 +189,28 @@ class Ingress:
             source = "data-url" if url.startswith("data:") else url
             clips = await self._guard(self._clips(media, mode, request_id, prompt, source))
             if len(clips) != 1:
-                raise RequestError(413, ErrorCode.TOO_LONG.value,
-                                   "video too long for one chat answer; use /v1/captions")
+                raise RequestError(
+                    413,
+                    ErrorCode.TOO_LONG.value,
+                    "video too long for one chat answer; use /v1/captions",
+                )
             encoded = await self._guard(self._encode(clips[0]))
             if req.stream:
-                return StreamingResponse(self._stream(req, encoded, settings),
-                                         media_type="text/event-stream")
+                return StreamingResponse(
+                    self._stream(req, encoded, settings), media_type="text/event-stream"
+                )
             out = await self._guard(self.lm.generate.remote((encoded, settings)))
             if isinstance(out, StageError):
                 raise _stage_error(out)
-            return JSONResponse(completion(self.config.model_name, out.text, out.prompt_tokens,
-                                           out.output_tokens, settings.max_new_tokens))
+            return JSONResponse(
+                completion(
+                    self.config.model_name,
+                    out.text,
+                    out.prompt_tokens,
+                    out.output_tokens,
+                    settings.max_new_tokens,
+                )
+            )
         except RequestError as exc:
             return _error_response(exc)
 
@@ -196,8 +230,13 @@ class Ingress:
         else:
             reason = "length" if final.output_tokens >= settings.max_new_tokens else "stop"
             include = req.stream_options is not None and req.stream_options.include_usage
-            yield sse_chunk(chunk_id, model, {}, reason,
-                            usage(final.prompt_tokens, final.output_tokens) if include else None)
+            yield sse_chunk(
+                chunk_id,
+                model,
+                {},
+                reason,
+                usage(final.prompt_tokens, final.output_tokens) if include else None,
+            )
         yield "data: [DONE]\n\n"
 
     @api.post("/v1/captions")
@@ -211,12 +250,14 @@ class Ingress:
             started = time.perf_counter()
             clips = await self._guard(self._clips(media, "captions", video_id, prompt, source))
             rows = await self._guard(asyncio.gather(*(self._caption_row(c) for c in clips)))
-            return JSONResponse({
-                "video_id": video_id,
-                "model_id": self.config.model.model,
-                "wall_s": round(time.perf_counter() - started, 3),
-                "clips": rows,
-            })
+            return JSONResponse(
+                {
+                    "video_id": video_id,
+                    "model_id": self.config.model.model,
+                    "wall_s": round(time.perf_counter() - started, 3),
+                    "clips": rows,
+                }
+            )
         except RequestError as exc:
             return _error_response(exc)
 
@@ -224,6 +265,7 @@ class Ingress:
         prompt = self.config.prompt
         ctype = request.headers.get("content-type", "")
         if ctype.startswith("multipart/form-data"):
+
             async def replay():
                 return {"type": "http.request", "body": body, "more_body": False}
 
@@ -238,11 +280,14 @@ class Ingress:
             try:
                 data = json.loads(body or b"{}")
             except ValueError:
-                raise RequestError(400, ErrorCode.INVALID_REQUEST.value, "body is not JSON") from None
+                raise RequestError(
+                    400, ErrorCode.INVALID_REQUEST.value, "body is not JSON"
+                ) from None
             url, prompt = data.get("url"), data.get("prompt") or prompt
         if not url:
-            raise RequestError(400, ErrorCode.INVALID_REQUEST.value,
-                               "send a multipart 'file' or a 'url'")
+            raise RequestError(
+                400, ErrorCode.INVALID_REQUEST.value, "send a multipart 'file' or a 'url'"
+            )
         url = str(url)
         name = "data-url" if url.startswith("data:") else url
         return await self._guard(self._media(url)), name, str(prompt)
@@ -255,9 +300,14 @@ class Ingress:
             result = await self.lm.generate.remote((encoded, self.config.generation))
             encode_s = encoded.encode_s
         model = self.config.model
-        return result_row(clip.ref, result, model_id=model.model,
-                          model_revision=model.revision or "", decode_s=clip.decode_s,
-                          encode_s=encode_s)
+        return result_row(
+            clip.ref,
+            result,
+            model_id=model.model,
+            model_revision=model.revision or "",
+            decode_s=clip.decode_s,
+            encode_s=encode_s,
+        )
 
 
 def build_app(config: ServeConfig):
@@ -271,11 +321,15 @@ def build_app(config: ServeConfig):
     chat_decode = config.decode.model_copy(update={"clip_s": 3600.0})
     enc_gpus = config.encoder.serve_options(gpus)["ray_actor_options"]["num_gpus"]
     lm_gpus = config.lm.serve_options(gpus)["ray_actor_options"]["num_gpus"]
-    decoder = Decoder.options(**config.decoder.serve_options(False)).bind(captions_decode, chat_decode)
+    decoder = Decoder.options(**config.decoder.serve_options(False)).bind(
+        captions_decode, chat_decode
+    )
     encoder = Encoder.options(**config.encoder.serve_options(gpus)).bind(
-        config.model, config.encoder, enc_gpus)
+        config.model, config.encoder, enc_gpus
+    )
     lm = LanguageModel.options(**config.lm.serve_options(gpus)).bind(
-        config.model, config.lm, lm_gpus, config.generation)
+        config.model, config.lm, lm_gpus, config.generation
+    )
     return Ingress.options(**config.ingress.serve_options(False)).bind(config, decoder, encoder, lm)
 
 

@@ -35,8 +35,9 @@ class Decoder:
     def __init__(self, captions: DecodeConfig, chat: DecodeConfig) -> None:
         self.stages = {"captions": DecodeStage(captions), "chat": DecodeStage(chat)}
 
-    def _decode(self, media: bytes, mode: str, video_id: str, prompt: str,
-                source: str) -> list[Clip | FailedClip]:
+    def _decode(
+        self, media: bytes, mode: str, video_id: str, prompt: str, source: str
+    ) -> list[Clip | FailedClip]:
         stage = self.stages[mode]
         fd, path = tempfile.mkstemp(prefix="vidcap-", suffix=".media")
         try:
@@ -55,8 +56,9 @@ class Decoder:
             return Clip(ref, item.frames, item.decode_s)
         return FailedClip(ref, item.error, item.decode_s)
 
-    def _image(self, media: bytes, video_id: str, prompt: str,
-               source: str) -> list[Clip | FailedClip]:
+    def _image(
+        self, media: bytes, video_id: str, prompt: str, source: str
+    ) -> list[Clip | FailedClip]:
         from PIL import Image, UnidentifiedImageError
 
         cfg = self.stages["chat"].config
@@ -70,17 +72,18 @@ class Decoder:
         frames = np.repeat(np.asarray(img)[None], cfg.min_frames, axis=0)
         return [Clip(ref, frames, 0.0)]
 
-    async def decode(self, media: bytes, mode: str, video_id: str, prompt: str,
-                     source: str = ""):
+    async def decode(self, media: bytes, mode: str, video_id: str, prompt: str, source: str = ""):
         """Clips (or errors) of ``media``; ``mode`` is captions (windows), chat or image."""
         run = self._image if mode == "image" else partial(self._decode, mode=mode)
-        return await asyncio.to_thread(run, media, video_id=video_id, prompt=prompt,
-                                       source=source or video_id)
+        return await asyncio.to_thread(
+            run, media, video_id=video_id, prompt=prompt, source=source or video_id
+        )
 
 
 def _pool(cfg: DeploymentConfig, num_gpus: float) -> PoolConfig:
-    return PoolConfig(batch_size=cfg.max_batch_size, num_cpus=max(cfg.num_cpus, 0.01),
-                      num_gpus=num_gpus)
+    return PoolConfig(
+        batch_size=cfg.max_batch_size, num_cpus=max(cfg.num_cpus, 0.01), num_gpus=num_gpus
+    )
 
 
 @serve.deployment
@@ -103,8 +106,13 @@ class Encoder:
 
 @serve.deployment
 class LanguageModel:
-    def __init__(self, model: ModelConfig, cfg: DeploymentConfig, num_gpus: float,
-                 generation: GenerationConfig) -> None:
+    def __init__(
+        self,
+        model: ModelConfig,
+        cfg: DeploymentConfig,
+        num_gpus: float,
+        generation: GenerationConfig,
+    ) -> None:
         self.stage = GenerateStage(model, _pool(cfg, num_gpus), generation)
         self.stage.setup()
         self.generate.set_max_batch_size(cfg.max_batch_size)
@@ -141,7 +149,9 @@ class LanguageModel:
             try:
                 with self._lock:
                     out = self.stage.stream(
-                        item, settings, lambda piece: loop.call_soon_threadsafe(queue.put_nowait, piece)
+                        item,
+                        settings,
+                        lambda piece: loop.call_soon_threadsafe(queue.put_nowait, piece),
                     )
                 loop.call_soon_threadsafe(queue.put_nowait, out)
             except BaseException as exc:  # surfaced to the caller below, not swallowed

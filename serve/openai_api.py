@@ -107,36 +107,50 @@ def split_messages(req: ChatRequest) -> tuple[str, tuple[str, str]]:
         if texts:
             prompt = "\n".join(texts)
     if len(media) != 1:
-        raise RequestError(400, ErrorCode.INVALID_REQUEST.value,
-                           f"expected exactly one video_url or image_url part, got {len(media)}")
+        raise RequestError(
+            400,
+            ErrorCode.INVALID_REQUEST.value,
+            f"expected exactly one video_url or image_url part, got {len(media)}",
+        )
     if not prompt.strip():
         raise RequestError(400, ErrorCode.INVALID_REQUEST.value, "the user turn has no text")
     return prompt, media[0]
 
 
-def completion(model: str, text: str, prompt_tokens: int, output_tokens: int,
-               max_new_tokens: int) -> dict:
+def completion(
+    model: str, text: str, prompt_tokens: int, output_tokens: int, max_new_tokens: int
+) -> dict:
     return {
         "id": f"chatcmpl-{uuid.uuid4().hex}",
         "object": "chat.completion",
         "created": int(time.time()),
         "model": model,
-        "choices": [{
-            "index": 0,
-            "message": {"role": "assistant", "content": text},
-            "finish_reason": "length" if output_tokens >= max_new_tokens else "stop",
-        }],
+        "choices": [
+            {
+                "index": 0,
+                "message": {"role": "assistant", "content": text},
+                "finish_reason": "length" if output_tokens >= max_new_tokens else "stop",
+            }
+        ],
         "usage": usage(prompt_tokens, output_tokens),
     }
 
 
 def usage(prompt_tokens: int, output_tokens: int) -> dict:
-    return {"prompt_tokens": prompt_tokens, "completion_tokens": output_tokens,
-            "total_tokens": prompt_tokens + output_tokens}
+    return {
+        "prompt_tokens": prompt_tokens,
+        "completion_tokens": output_tokens,
+        "total_tokens": prompt_tokens + output_tokens,
+    }
 
 
-def sse_chunk(chunk_id: str, model: str, delta: dict, finish_reason: str | None = None,
-              usage_: dict | None = None) -> str:
+def sse_chunk(
+    chunk_id: str,
+    model: str,
+    delta: dict,
+    finish_reason: str | None = None,
+    usage_: dict | None = None,
+) -> str:
     body: dict[str, Any] = {
         "id": chunk_id,
         "object": "chat.completion.chunk",

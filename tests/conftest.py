@@ -15,15 +15,18 @@ QWEN_FAMILIES = ("qwen2_vl", "qwen2_5_vl")
 
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory):
-    """Return a function family -> folder of a tiny random-weight model, built on first use."""
+    """Return a function (family, **builder options) -> folder of a tiny random-weight model,
+    built on first use."""
     from pipelines.models.tiny import build_tiny_model
 
     root = tmp_path_factory.mktemp("tiny-models")
-    built: dict[str, str] = {}
+    built: dict[tuple, str] = {}
 
-    def get(family: str) -> str:
-        if family not in built:
-            built[family] = str(build_tiny_model(family, root / family))
-        return built[family]
+    def get(family: str, **options) -> str:
+        key = (family, *sorted(options.items()))
+        if key not in built:
+            name = "-".join([family, *(str(v) for _, v in sorted(options.items()))])
+            built[key] = str(build_tiny_model(family, root / name, **options))
+        return built[key]
 
     return get

@@ -12,7 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
-from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
 from transformers import PreTrainedTokenizerFast
 
 # Qwen2-VL's special tokens; their ids are 0..6 in the tiny vocabulary.
@@ -71,6 +71,74 @@ def build_tokenizer(vocab_size: int = 640) -> PreTrainedTokenizerFast:
         eos_token="<|im_end|>",
         pad_token="<|endoftext|>",
         extra_special_tokens={"image_token": "<|image_pad|>", "video_token": "<|video_pad|>"},
+    )
+
+
+def build_bpe_tokenizer(
+    special_tokens: tuple[str, ...],
+    *,
+    eos: str,
+    pad: str,
+    bos: str | None = None,
+    prepend_bos: bool = False,
+    named: dict[str, str] | None = None,
+    vocab_size: int = 640,
+) -> PreTrainedTokenizerFast:
+    """A byte-level BPE tokenizer whose first ids are ``special_tokens``, in that order.
+
+    ``named`` adds attributes the family's processor looks up (``image_token``,
+    ``video_token``, ...), exactly as the hub tokenizers of that family declare them.
+    With ``prepend_bos``, encoding prepends ``bos``, as Llama-family tokenizers do.
+    """
+    tok = Tokenizer(models.BPE(unk_token=None))
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        special_tokens=list(special_tokens),
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    tok.train_from_iterator(_CORPUS * 4, trainer=trainer)
+    if prepend_bos:  # Llama-style: every encoded text starts with BOS
+        bos_id = tok.token_to_id(bos)
+        tok.post_processor = processors.TemplateProcessing(
+            single=f"{bos} $A", pair=f"{bos} $A $B", special_tokens=[(bos, bos_id)]
+        )
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tok,
+        bos_token=bos,
+        eos_token=eos,
+        pad_token=pad,
+        extra_special_tokens=named or {},
+    )
+
+
+def _sharpen_and_save(model, processor, out: Path, *, eos_id: int, pad_id: int) -> Path:
+    """Widen lm_head logits so greedy output depends on the pixels, then save both."""
+    with torch.no_grad():
+        model.get_output_embeddings().weight.mul_(40.0)
+    model.generation_config.eos_token_id = eos_id
+    model.generation_config.pad_token_id = pad_id
+    model.generation_config.do_sample = False
+    model.save_pretrained(out)
+    processor.save_pretrained(out)
+    return out
+
+
+def _tiny_text_config(tokenizer, hidden_size: int, num_layers: int, **extra):
+    """A small decoder config (Qwen2/Llama-style keys) sized for CPU tests."""
+    heads = max(2, hidden_size // 32)
+    return dict(
+        vocab_size=len(tokenizer),
+        hidden_size=hidden_size,
+        intermediate_size=hidden_size * 2,
+        num_hidden_layers=num_layers,
+        num_attention_heads=heads,
+        num_key_value_heads=max(1, heads // 2),
+        max_position_embeddings=4096,
+        tie_word_embeddings=False,
+        **extra,
     )
 
 
@@ -169,7 +237,393 @@ def build_qwen_vl(
     return out
 
 
-FAMILIES = {"qwen2_vl": build_qwen_vl, "qwen2_5_vl": build_qwen_vl}
+# LLaVA-OneVision (Qwen2 LM): ChatML turns, <video>/<image> placeholders before the text.
+LLAVA_OV_SPECIAL_TOKENS = ("<|endoftext|>", "<|im_start|>", "<|im_end|>", "<image>", "<video>")
+LLAVA_OV_CHAT_TEMPLATE = (
+    "{% for message in messages %}"
+    "<|im_start|>{{ message['role'] }}\n"
+    "{% if message['content'] is string %}{{ message['content'] }}"
+    "{% else %}{% for part in message['content'] %}"
+    "{% if part['type'] == 'image' %}<image>\n"
+    "{% elif part['type'] == 'video' %}<video>\n"
+    "{% elif part['type'] == 'text' %}{{ part['text'] }}{% endif %}"
+    "{% endfor %}{% endif %}<|im_end|>\n"
+    "{% endfor %}"
+    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+
+
+def build_llava_onevision(
+    out_dir: str | Path,
+    *,
+    family: str = "llava_onevision",
+    hidden_size: int = 64,
+    num_layers: int = 2,
+    vision_dim: int = 32,
+    vision_depth: int = 2,
+    image_size: int = 56,
+    seed: int = 0,
+) -> Path:
+    """Build a tiny LLaVA-OneVision (SigLIP tower, 2x2-pooled video tokens, Qwen2 LM)."""
+    from transformers import (
+        LlavaOnevisionConfig,
+        LlavaOnevisionForConditionalGeneration,
+        LlavaOnevisionImageProcessor,
+        LlavaOnevisionProcessor,
+        LlavaOnevisionVideoProcessor,
+    )
+
+    out = Path(out_dir)
+    tokenizer = build_bpe_tokenizer(
+        LLAVA_OV_SPECIAL_TOKENS,
+        eos="<|im_end|>",
+        pad="<|endoftext|>",
+        named={"image_token": "<image>", "video_token": "<video>"},
+    )
+    ids = {t: tokenizer.convert_tokens_to_ids(t) for t in LLAVA_OV_SPECIAL_TOKENS}
+    patch = 14
+    # A few any-res tiles at this size keep the (unused here) image path loadable.
+    pinpoints = [[image_size * h, image_size * w] for h in (1, 2) for w in (1, 2)]
+    config = LlavaOnevisionConfig(
+        text_config=dict(
+            model_type="qwen2",
+            **_tiny_text_config(tokenizer, hidden_size, num_layers),
+            bos_token_id=ids["<|endoftext|>"],
+            eos_token_id=ids["<|im_end|>"],
+            pad_token_id=ids["<|endoftext|>"],
+        ),
+        vision_config=dict(
+            model_type="siglip_vision_model",
+            hidden_size=vision_dim,
+            intermediate_size=vision_dim * 2,
+            num_hidden_layers=vision_depth,
+            num_attention_heads=2,
+            image_size=image_size,
+            patch_size=patch,
+            vision_use_head=False,
+        ),
+        image_token_index=ids["<image>"],
+        video_token_index=ids["<video>"],
+        vision_feature_select_strategy="full",
+        vision_feature_layer=-1,
+        image_grid_pinpoints=pinpoints,
+        tie_word_embeddings=False,
+    )
+    torch.manual_seed(seed)
+    model = LlavaOnevisionForConditionalGeneration(config).eval()
+    size = {"height": image_size, "width": image_size}
+    processor = LlavaOnevisionProcessor(
+        image_processor=LlavaOnevisionImageProcessor(size=size, image_grid_pinpoints=pinpoints),
+        video_processor=LlavaOnevisionVideoProcessor(size=size),
+        tokenizer=tokenizer,
+        num_image_tokens=(image_size // patch) ** 2,
+        vision_feature_select_strategy="full",
+        chat_template=LLAVA_OV_CHAT_TEMPLATE,
+    )
+    return _sharpen_and_save(
+        model, processor, out, eos_id=ids["<|im_end|>"], pad_id=ids["<|endoftext|>"]
+    )
+
+
+# LLaVA-NeXT-Video (Vicuna/Llama LM): "USER: <video>\n{text} ASSISTANT:", BOS prepended.
+LLAVA_NEXT_VIDEO_SPECIAL_TOKENS = ("<unk>", "<s>", "</s>", "<video>", "<image>")
+LLAVA_NEXT_VIDEO_CHAT_TEMPLATE = (
+    "{% for message in messages %}"
+    "{% if message['role'] != 'system' %}{{ message['role'].upper() + ': ' }}{% endif %}"
+    "{% if message['content'] is string %}{{ message['content'] + ' ' }}"
+    "{% else %}{% for part in message['content'] %}"
+    "{% if part['type'] == 'image' %}<image>\n"
+    "{% elif part['type'] == 'video' %}<video>\n"
+    "{% elif part['type'] == 'text' %}{{ part['text'] + ' ' }}{% endif %}"
+    "{% endfor %}{% endif %}"
+    "{% endfor %}"
+    "{% if add_generation_prompt %}ASSISTANT:{% endif %}"
+)
+
+
+def build_llava_next_video(
+    out_dir: str | Path,
+    *,
+    family: str = "llava_next_video",
+    hidden_size: int = 64,
+    num_layers: int = 2,
+    vision_dim: int = 32,
+    vision_depth: int = 2,
+    image_size: int = 56,
+    seed: int = 0,
+) -> Path:
+    """Build a tiny LLaVA-NeXT-Video (CLIP tower, 2x2 average-pooled frames, Llama LM)."""
+    from transformers import (
+        LlavaNextImageProcessor,
+        LlavaNextVideoConfig,
+        LlavaNextVideoForConditionalGeneration,
+        LlavaNextVideoProcessor,
+        LlavaNextVideoVideoProcessor,
+    )
+
+    out = Path(out_dir)
+    tokenizer = build_bpe_tokenizer(
+        LLAVA_NEXT_VIDEO_SPECIAL_TOKENS,
+        bos="<s>",
+        prepend_bos=True,
+        eos="</s>",
+        pad="<unk>",
+        named={"image_token": "<image>", "video_token": "<video>"},
+    )
+    ids = {t: tokenizer.convert_tokens_to_ids(t) for t in LLAVA_NEXT_VIDEO_SPECIAL_TOKENS}
+    patch = 14
+    pinpoints = [[image_size * h, image_size * w] for h in (1, 2) for w in (1, 2)]
+    tokens_per_frame = (image_size // patch) ** 2
+    config = LlavaNextVideoConfig(
+        text_config=dict(
+            model_type="llama",
+            **_tiny_text_config(tokenizer, hidden_size, num_layers),
+            bos_token_id=ids["<s>"],
+            eos_token_id=ids["</s>"],
+            pad_token_id=ids["<unk>"],
+        ),
+        vision_config=dict(
+            model_type="clip_vision_model",
+            hidden_size=vision_dim,
+            intermediate_size=vision_dim * 2,
+            num_hidden_layers=vision_depth,
+            num_attention_heads=2,
+            image_size=image_size,
+            patch_size=patch,
+            projection_dim=vision_dim,
+        ),
+        image_token_index=ids["<image>"],
+        video_token_index=ids["<video>"],
+        vision_feature_select_strategy="default",
+        vision_feature_layer=-2,
+        image_grid_pinpoints=pinpoints,
+        image_seq_length=tokens_per_frame,
+        video_seq_length=tokens_per_frame // 4,
+        tie_word_embeddings=False,
+    )
+    torch.manual_seed(seed)
+    model = LlavaNextVideoForConditionalGeneration(config).eval()
+    crop = {"height": image_size, "width": image_size}
+    processor = LlavaNextVideoProcessor(
+        video_processor=LlavaNextVideoVideoProcessor(
+            size={"shortest_edge": image_size}, crop_size=crop
+        ),
+        image_processor=LlavaNextImageProcessor(
+            size={"shortest_edge": image_size}, crop_size=crop, image_grid_pinpoints=pinpoints
+        ),
+        tokenizer=tokenizer,
+        patch_size=patch,
+        vision_feature_select_strategy="default",
+        num_additional_image_tokens=1,  # CLIP's CLS token
+        chat_template=LLAVA_NEXT_VIDEO_CHAT_TEMPLATE,
+    )
+    return _sharpen_and_save(model, processor, out, eos_id=ids["</s>"], pad_id=ids["<unk>"])
+
+
+# SmolVLM2 (SmolLM2 LM): "User: ...<end_of_utterance>\nAssistant:"; each video frame becomes a
+# timestamped image block that the processor writes in place of <video>.
+SMOLVLM_SPECIAL_TOKENS = (
+    "<|endoftext|>",
+    "<|im_start|>",
+    "<|im_end|>",
+    "<end_of_utterance>",
+    "<fake_token_around_image>",
+    "<global-img>",
+    "<image>",
+    "<video>",
+)
+SMOLVLM_CHAT_TEMPLATE = (
+    "<|im_start|>{% for message in messages %}{{ message['role'] | capitalize }}"
+    "{% if message['content'] is string %}{{ ': ' + message['content'] }}"
+    "{% else %}{% if message['content'][0]['type'] == 'image' %}{{ ':' }}"
+    "{% else %}{{ ': ' }}{% endif %}"
+    "{% for part in message['content'] %}"
+    "{% if part['type'] == 'text' %}{{ part['text'] }}"
+    "{% elif part['type'] == 'image' %}<image>"
+    "{% elif part['type'] == 'video' %}<video>{% endif %}"
+    "{% endfor %}{% endif %}<end_of_utterance>\n"
+    "{% endfor %}"
+    "{% if add_generation_prompt %}Assistant:{% endif %}"
+)
+
+
+def build_smolvlm(
+    out_dir: str | Path,
+    *,
+    family: str = "smolvlm",
+    hidden_size: int = 64,
+    num_layers: int = 2,
+    vision_dim: int = 32,
+    vision_depth: int = 2,
+    image_size: int = 64,
+    seed: int = 0,
+) -> Path:
+    """Build a tiny SmolVLM2 (SigLIP-style tower, pixel-shuffle connector, Llama LM)."""
+    from transformers import (
+        SmolVLMConfig,
+        SmolVLMForConditionalGeneration,
+        SmolVLMImageProcessor,
+        SmolVLMProcessor,
+        SmolVLMVideoProcessor,
+    )
+
+    out = Path(out_dir)
+    tokenizer = build_bpe_tokenizer(
+        SMOLVLM_SPECIAL_TOKENS,
+        bos="<|im_start|>",
+        eos="<end_of_utterance>",
+        pad="<|im_end|>",
+        named={
+            "image_token": "<image>",
+            "video_token": "<video>",
+            "fake_image_token": "<fake_token_around_image>",
+            "global_image_token": "<global-img>",
+            "end_of_utterance_token": "<end_of_utterance>",
+        },
+    )
+    ids = {t: tokenizer.convert_tokens_to_ids(t) for t in SMOLVLM_SPECIAL_TOKENS}
+    patch, scale = 16, 2
+    config = SmolVLMConfig(
+        text_config=dict(
+            model_type="llama",
+            **_tiny_text_config(tokenizer, hidden_size, num_layers),
+            bos_token_id=ids["<|im_start|>"],
+            eos_token_id=ids["<end_of_utterance>"],
+            pad_token_id=ids["<|im_end|>"],
+        ),
+        vision_config=dict(
+            hidden_size=vision_dim,
+            intermediate_size=vision_dim * 2,
+            num_hidden_layers=vision_depth,
+            num_attention_heads=2,
+            image_size=image_size,
+            patch_size=patch,
+        ),
+        image_token_id=ids["<image>"],
+        scale_factor=scale,
+        pad_token_id=ids["<|im_end|>"],
+        tie_word_embeddings=False,
+    )
+    torch.manual_seed(seed)
+    model = SmolVLMForConditionalGeneration(config).eval()
+    # Frames are squared to image_size; the hub's video_sampling block sets the defaults
+    # the processor's own frame sampler would use (the pipeline samples frames itself).
+    edge = {"longest_edge": image_size}
+    sampling = {"fps": 1, "max_frames": 64, "video_size": edge}
+    processor = SmolVLMProcessor(
+        image_processor=SmolVLMImageProcessor(
+            size=edge, max_image_size=edge, do_image_splitting=False
+        ),
+        video_processor=SmolVLMVideoProcessor(
+            size=edge, max_image_size=edge, video_sampling=sampling
+        ),
+        tokenizer=tokenizer,
+        image_seq_len=(image_size // patch) ** 2 // scale**2,
+        chat_template=SMOLVLM_CHAT_TEMPLATE,
+    )
+    return _sharpen_and_save(
+        model, processor, out, eos_id=ids["<end_of_utterance>"], pad_id=ids["<|im_end|>"]
+    )
+
+
+def build_vision_encoder_decoder(
+    out_dir: str | Path,
+    *,
+    family: str = "vision-encoder-decoder",
+    encoder: str = "clip",
+    hidden_size: int = 64,
+    num_layers: int = 2,
+    vision_dim: int = 32,
+    vision_depth: int = 2,
+    image_size: int = 32,
+    num_frames: int = 4,
+    seed: int = 0,
+) -> Path:
+    """Build a tiny VisionEncoderDecoder captioner: a vision encoder + GPT-2 with cross-attention.
+
+    ``encoder`` is ``clip`` (per-frame CLIP ViT, an image processor), or ``videomae`` /
+    ``timesformer`` (a clip of exactly ``num_frames`` frames, a video processor).
+    """
+    from transformers import (
+        CLIPImageProcessor,
+        GPT2Config,
+        TimesformerConfig,
+        TimesformerVideoProcessor,
+        VideoMAEConfig,
+        VideoMAEVideoProcessor,
+        VisionEncoderDecoderConfig,
+        VisionEncoderDecoderModel,
+    )
+    from transformers.models.clip import CLIPVisionConfig
+
+    out = Path(out_dir)
+    tokenizer = build_bpe_tokenizer(
+        ("<|endoftext|>",), bos="<|endoftext|>", eos="<|endoftext|>", pad="<|endoftext|>"
+    )
+    eos = tokenizer.convert_tokens_to_ids("<|endoftext|>")
+    vision = dict(
+        hidden_size=vision_dim,
+        intermediate_size=vision_dim * 2,
+        num_hidden_layers=vision_depth,
+        num_attention_heads=2,
+        image_size=image_size,
+        patch_size=16,
+    )
+    square = {"height": image_size, "width": image_size}
+    if encoder == "clip":
+        enc_config = CLIPVisionConfig(**vision)
+        preprocessor = CLIPImageProcessor(size={"shortest_edge": image_size}, crop_size=square)
+    elif encoder == "videomae":
+        enc_config = VideoMAEConfig(
+            **vision, num_frames=num_frames, tubelet_size=2, use_mean_pooling=False
+        )
+        preprocessor = VideoMAEVideoProcessor(size={"shortest_edge": image_size}, crop_size=square)
+    elif encoder == "timesformer":
+        enc_config = TimesformerConfig(**vision, num_frames=num_frames)
+        preprocessor = TimesformerVideoProcessor(
+            size={"shortest_edge": image_size}, crop_size=square
+        )
+    else:
+        raise ValueError(f"encoder must be clip, videomae or timesformer, got {encoder!r}")
+    dec_config = GPT2Config(
+        vocab_size=len(tokenizer),
+        n_embd=hidden_size,
+        n_layer=num_layers,
+        n_head=max(2, hidden_size // 32),
+        n_positions=256,
+        bos_token_id=eos,
+        eos_token_id=eos,
+        pad_token_id=eos,
+        tie_word_embeddings=False,
+    )
+    config = VisionEncoderDecoderConfig.from_encoder_decoder_configs(enc_config, dec_config)
+    config.decoder_start_token_id = eos
+    config.pad_token_id = eos
+    config.eos_token_id = eos
+    config.tie_word_embeddings = False
+    torch.manual_seed(seed)
+    model = VisionEncoderDecoderModel(config=config).eval()
+    # Random encoder states of similar videos look alike to random cross-attention; a
+    # wider encoder->decoder projection sharpens it so greedy captions follow the pixels.
+    with torch.no_grad():
+        model.enc_to_dec_proj.weight.mul_(10.0)
+        model.enc_to_dec_proj.bias.mul_(10.0)
+        if encoder == "timesformer":
+            # Init leaves the learned frame-position embeddings at zero, which would make
+            # the tiny encoder blind to frame order; a trained one is not.
+            model.encoder.embeddings.time_embeddings.normal_(std=0.1)
+    tokenizer.save_pretrained(out)
+    return _sharpen_and_save(model, preprocessor, out, eos_id=eos, pad_id=eos)
+
+
+FAMILIES = {
+    "qwen2_vl": build_qwen_vl,
+    "qwen2_5_vl": build_qwen_vl,
+    "llava_onevision": build_llava_onevision,
+    "llava_next_video": build_llava_next_video,
+    "smolvlm": build_smolvlm,
+    "vision-encoder-decoder": build_vision_encoder_decoder,
+}
 
 
 def build_tiny_model(family: str, out_dir: str | Path, **sizes: int) -> Path:

@@ -199,4 +199,7 @@ def test_cli_refuses_unsupported_model_before_starting_ray(tmp_path):
         timeout=120,
     )
     assert proc.returncode == 2
-    assert "'gpt2' is not supported; supported: qwen2_5_vl, qwen2_vl" in proc.stderr
+    from pipelines.models import supported_model_types
+
+    supported = ", ".join(supported_model_types())
+    assert f"'gpt2' is not supported; supported: {supported}" in proc.stderr

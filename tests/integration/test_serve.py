@@ -65,14 +65,12 @@ def media(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def endpoint(ray_session, tiny_model_dir, media):
+def endpoint(serve_url, tiny_model_dir, media):
     from ray import serve
 
     from serve.app import build_app
     from serve.config import ServeConfig
 
-    port = _free_port()
-    serve.start(http_options={"host": "127.0.0.1", "port": port})
     model = {"model": tiny_model_dir("qwen2_vl")}
     config = ServeConfig(
         model=model,
@@ -85,7 +83,7 @@ def endpoint(ray_session, tiny_model_dir, media):
         lm=SMALL,
     )
     serve.run(build_app(config), name="vidcap", route_prefix="/")
-    yield f"http://127.0.0.1:{port}", config
+    yield serve_url, config
     serve.delete("vidcap")
 
 

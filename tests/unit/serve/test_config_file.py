@@ -24,8 +24,9 @@ def test_serve_config_file_is_valid_for_ray_and_for_us():
 
 
 def test_deployment_options_carry_autoscaling_and_admission():
-    opts = DeploymentConfig(min_replicas=1, max_replicas=3, max_queued_requests=5,
-                            num_gpus=None).serve_options(gpus_available=True)
+    opts = DeploymentConfig(
+        min_replicas=1, max_replicas=3, max_queued_requests=5, num_gpus=None
+    ).serve_options(gpus_available=True)
     assert opts["autoscaling_config"]["max_replicas"] == 3
     assert opts["max_queued_requests"] == 5
     assert opts["ray_actor_options"]["num_gpus"] == 1.0

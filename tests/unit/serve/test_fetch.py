@@ -58,13 +58,16 @@ def forbidden_server():
 @pytest.fixture(scope="module")
 def allowed_server(forbidden_server):
     forbidden = forbidden_server
-    server = _Server(ALLOWED, {
-        "/clip.mp4": (200, {}, b"x" * 1000),
-        "/to-internal": (302, {"Location": f"{forbidden.url}/secret"}, b""),
-        "/to-self": (302, {"Location": "/clip.mp4"}, b""),
-        "/big-declared": (200, {"Content-Length": "999999"}, b""),
-        "/big-chunked": (200, {"X-No-Length": "1", "Connection": "close"}, b"y" * 5000),
-    })
+    server = _Server(
+        ALLOWED,
+        {
+            "/clip.mp4": (200, {}, b"x" * 1000),
+            "/to-internal": (302, {"Location": f"{forbidden.url}/secret"}, b""),
+            "/to-self": (302, {"Location": "/clip.mp4"}, b""),
+            "/big-declared": (200, {"Content-Length": "999999"}, b""),
+            "/big-chunked": (200, {"X-No-Length": "1", "Connection": "close"}, b"y" * 5000),
+        },
+    )
     yield server
     server.close()
 
@@ -96,18 +99,21 @@ def test_allowed_host_is_fetched_and_redirects_within_it_work(allowed):
     assert fetch(f"{allowed.url}/to-self", policy()) == b"x" * 1000
 
 
-@pytest.mark.parametrize("target", [
-    "http://127.0.0.1:{port}/secret",
-    "http://localhost:{port}/secret",
-    "http://2130706433:{port}/secret",  # 127.0.0.1 as a decimal integer
-    "http://[::1]:{port}/secret",
-    "http://[::ffff:127.0.0.1]:{port}/secret",
-    "http://10.0.0.1/",
-    "http://192.168.1.1/",
-    "http://169.254.169.254/latest/meta-data/",
-    "http://0.0.0.0:{port}/secret",
-    "http://224.0.0.1/",
-])
+@pytest.mark.parametrize(
+    "target",
+    [
+        "http://127.0.0.1:{port}/secret",
+        "http://localhost:{port}/secret",
+        "http://2130706433:{port}/secret",  # 127.0.0.1 as a decimal integer
+        "http://[::1]:{port}/secret",
+        "http://[::ffff:127.0.0.1]:{port}/secret",
+        "http://10.0.0.1/",
+        "http://192.168.1.1/",
+        "http://169.254.169.254/latest/meta-data/",
+        "http://0.0.0.0:{port}/secret",
+        "http://224.0.0.1/",
+    ],
+)
 def test_internal_addresses_are_refused_without_connecting(forbidden, target):
     port = forbidden.httpd.server_address[1]
     err = refused(target.format(port=port), policy())
@@ -134,14 +140,17 @@ def test_redirect_to_an_internal_host_is_refused(allowed, forbidden):
     assert allowed.connections == 1 and forbidden.connections == 0
 
 
-@pytest.mark.parametrize("trick", [
-    "http://{allowed}\\@127.0.0.1:{port}/secret",
-    "http://{allowed}@127.0.0.1:{port}/secret",
-    "http://user:pw@{allowed}/clip.mp4",
-    "file:///etc/passwd",
-    "gopher://{allowed}/",
-    "http://{allowed}/clip.mp4\r\nX: y",
-])
+@pytest.mark.parametrize(
+    "trick",
+    [
+        "http://{allowed}\\@127.0.0.1:{port}/secret",
+        "http://{allowed}@127.0.0.1:{port}/secret",
+        "http://user:pw@{allowed}/clip.mp4",
+        "file:///etc/passwd",
+        "gopher://{allowed}/",
+        "http://{allowed}/clip.mp4\r\nX: y",
+    ],
+)
 def test_url_tricks_are_refused(allowed, forbidden, trick):
     port = forbidden.httpd.server_address[1]
     refused(trick.format(allowed=ALLOWED, port=port), policy())

@@ -37,8 +37,13 @@ def test_local_paths_only_under_media_dir(media_dir):
     sec = SecurityConfig(media_dir=str(media_dir))
     assert load_media("ok.mp4", sec) == b"video"
     assert load_media(f"file://{media_dir}/ok.mp4", sec) == b"video"
-    for escape in ("../secret.txt", f"{media_dir}/../secret.txt", "link.mp4",
-                   f"file://{media_dir}/../secret.txt", "/etc/passwd"):
+    for escape in (
+        "../secret.txt",
+        f"{media_dir}/../secret.txt",
+        "link.mp4",
+        f"file://{media_dir}/../secret.txt",
+        "/etc/passwd",
+    ):
         with pytest.raises(FetchError) as e:
             load_media(escape, sec)
         assert e.value.code is ErrorCode.FORBIDDEN, escape

@@ -1,0 +1,143 @@
+"""Shared half of every "visual rows fill placeholder tokens" chat family.
+
+Qwen-VL, LLaVA-OneVision, LLaVA-NeXT-Video and SmolVLM all work the same way once the
+vision tower has run: the chat prompt's visual placeholder is expanded to one token per
+row of the encoder output, and the rows reach ``generate`` as precomputed encoder outputs
+(``mm_encoder_outputs``), so the LM half never loads or runs the tower. This base holds
+loading (each half drops the other's submodules), prompt checks, batched left-padded
+generation and decoding; a family supplies ``encode``, ``request_text`` and
+``visual_inputs``.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Sequence
+from typing import ClassVar
+
+import torch
+from transformers import AutoModelForImageTextToText, AutoProcessor
+
+from pipelines.config import GenerationConfig
+from pipelines.errors import ErrorCode, StageError
+from pipelines.models.base import GenOutput, GenRequest, VideoLMFamily
+
+
+class PlaceholderFamily(VideoLMFamily):
+    """A chat VLM whose precomputed visual rows replace placeholder tokens in the prompt."""
+
+    # Submodules of ``model.model`` that only the encoder half uses, and the LM's own.
+    vision_modules: ClassVar[tuple[str, ...]]
+    language_module: ClassVar[str] = "language_model"
+
+    def _load(self):
+        cfg = self.config
+        self.processor = AutoProcessor.from_pretrained(cfg.model, revision=cfg.revision)
+        self.video_token = self.processor.video_token
+        model = AutoModelForImageTextToText.from_pretrained(
+            cfg.model, revision=cfg.revision, dtype=self.dtype
+        )
+        return model.eval()
+
+    def load_encoder(self) -> None:
+        model = self._load()
+        self.visual_model = model.model  # lm_head goes with the discarded wrapper
+        setattr(self.visual_model, self.language_module, None)  # the LM actor owns it
+        self.visual_model.to(self.device)
+
+    def load_lm(self) -> None:
+        model = self._load()
+        for name in self.vision_modules:  # the encoder actor owns these
+            setattr(model.model, name, None)
+        self.lm = model.to(self.device)
+        self.max_positions = model.config.text_config.max_position_embeddings
+
+    @property
+    def tokenizer(self):
+        return self.processor.tokenizer
+
+    @abc.abstractmethod
+    def request_text(self, request: GenRequest) -> str:
+        """The full prompt text, placeholders already expanded to one token per row."""
+
+    @abc.abstractmethod
+    def visual_inputs(self, requests: Sequence[GenRequest]) -> dict:
+        """``mm_encoder_outputs`` (and any side inputs) for a batch, in batch order."""
+
+    def generate_kwargs(self, requests: Sequence[GenRequest], texts: list[str]) -> dict:
+        """Inputs of ``self.lm`` (forward or generate) for a batch of prompt texts."""
+        enc = self.tokenizer(texts, return_tensors="pt", padding=True, padding_side="left")
+        return {
+            "input_ids": enc["input_ids"].to(self.device),
+            "attention_mask": enc["attention_mask"].to(self.device),
+            **self.visual_inputs(requests),
+        }
+
+    @torch.inference_mode()
+    def generate(
+        self, requests: Sequence[GenRequest], settings: GenerationConfig, streamer=None
+    ) -> list[GenOutput | StageError]:
+        results: list[GenOutput | StageError | None] = [None] * len(requests)
+        texts, keep = [], []
+        for i, req in enumerate(requests):
+            if self.video_token in req.prompt:
+                results[i] = StageError(
+                    ErrorCode.MODEL_ERROR, "prompt contains the video placeholder token", "generate"
+                )
+                continue
+            text = self.request_text(req)
+            length = len(self.tokenizer(text)["input_ids"])
+            if length + settings.max_new_tokens > self.max_positions:
+                results[i] = StageError(
+                    ErrorCode.PROMPT_TOO_LONG,
+                    f"{length} prompt tokens + max_new_tokens={settings.max_new_tokens} exceed "
+                    f"the model's {self.max_positions} positions; shorten clip_s, lower fps "
+                    "or num_frames",
+                    "generate",
+                )
+                continue
+            texts.append(text)
+            keep.append(i)
+        if keep:
+            outs = self._generate([requests[i] for i in keep], texts, settings, streamer)
+            for i, out in zip(keep, outs, strict=True):
+                results[i] = out
+        return results  # type: ignore[return-value]
+
+    def _generate(
+        self,
+        requests: Sequence[GenRequest],
+        texts: list[str],
+        settings: GenerationConfig,
+        streamer=None,
+    ) -> list[GenOutput]:
+        tok = self.tokenizer
+        kwargs = self.generate_kwargs(requests, texts)
+        sampling = settings.temperature > 0
+        if sampling:
+            torch.manual_seed(settings.seed)
+        out = self.lm.generate(
+            **kwargs,
+            max_new_tokens=settings.max_new_tokens,
+            do_sample=sampling,
+            temperature=settings.temperature if sampling else None,
+            top_p=settings.top_p if sampling else None,
+            top_k=None,
+            pad_token_id=tok.pad_token_id,
+            streamer=streamer,
+        )
+        new = out[:, kwargs["input_ids"].shape[1] :].cpu()
+        prompt_lens = kwargs["attention_mask"].sum(dim=1).tolist()
+        eos = self.lm.generation_config.eos_token_id
+        eos = list(eos) if isinstance(eos, (list, tuple)) else [] if eos is None else [eos]
+        stop = {tok.pad_token_id, *eos}
+        results = []
+        for row, prompt_len in zip(new.tolist(), prompt_lens, strict=True):
+            tokens = []
+            for t in row:
+                if t in stop:
+                    break
+                tokens.append(t)
+            text = tok.decode(tokens, skip_special_tokens=True)
+            results.append(GenOutput(text=text, token_ids=tuple(tokens), prompt_tokens=prompt_len))
+        return results

@@ -1,0 +1,104 @@
+"""SmolVLM2: video frames as images, each behind a "Frame from MM:SS:" timestamp line.
+
+What crosses the stage boundary per clip:
+- ``image_embeds``: (frames * image_seq_len, hidden) — each frame squared to the
+  processor's ``max_image_size``, through the SigLIP-style tower, pixel-shuffled by the
+  connector and projected into the LM's space;
+- ``frame_ts_s``: (frames,) float64 seconds of each frame from the clip start, written
+  into the prompt as the processor does;
+- ``duration_s``: (1,) float64 clip length (frames / sampled fps), for the prompt's intro.
+Tiny model: 4 frames at 64 px give (4 * 4, 64) float32 = 4,096 bytes plus 40 bytes of
+timestamps (4,344 serialized); a real SmolVLM2-2.2B at 384 px gives 81 rows per frame,
+2048 wide (bf16: ~332 KB per frame).
+
+The LM half writes the same text the fused processor writes in place of ``<video>`` —
+intro with the frame count in words and the H:MM:SS duration, then per frame the timestamp
+line and ``<fake_token_around_image><global-img>`` + ``<image>`` * image_seq_len +
+``<fake_token_around_image>`` — and passes the rows as precomputed image encoder outputs.
+Timestamps are relative to the clip start because the encoder sees one clip's frames.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import timedelta
+
+import torch
+from transformers.modeling_outputs import BaseModelOutputWithPooling
+
+from pipelines.models import register
+from pipelines.models.base import FramesInput, GenRequest
+from pipelines.models.placeholder import PlaceholderFamily
+
+
+@register
+class SmolVLM(PlaceholderFamily):
+    model_types = ("smolvlm",)
+    vision_modules = ("vision_model", "connector")
+    language_module = "text_model"
+
+    @torch.inference_mode()
+    def encode(self, clips: Sequence[FramesInput]) -> list[dict[str, torch.Tensor]]:
+        vp = self.processor.video_processor
+        # Every frame is squared to max_image_size, so all clips' frames stack into one
+        # "sample" of images for a single tower call; rows come back in frame order.
+        batches = [
+            vp(videos=[c.frames], return_tensors="pt", do_sample_frames=False) for c in clips
+        ]
+        pixels = torch.cat([b["pixel_values"][0] for b in batches])[None]
+        mask = torch.cat([b["pixel_attention_mask"][0] for b in batches])[None]
+        out = self.visual_model.get_image_features(
+            pixel_values=pixels.to(self.device, self.dtype),
+            pixel_attention_mask=mask.to(self.device),
+            return_dict=True,
+        )
+        rows = out.pooler_output[0]
+        per_frame = rows.shape[0] // pixels.shape[1]
+        results, start = [], 0
+        for clip in clips:
+            n = len(clip.frames)
+            results.append(
+                {
+                    "image_embeds": rows[start : start + n * per_frame].cpu(),
+                    "frame_ts_s": torch.arange(n, dtype=torch.float64) / clip.sampled_fps,
+                    "duration_s": torch.tensor([n / clip.sampled_fps], dtype=torch.float64),
+                }
+            )
+            start += n * per_frame
+        return results
+
+    def video_text(self, frame_ts_s: Sequence[float], duration_s: float) -> str:
+        """What the processor writes in place of ``<video>`` (see ``replace_video_token``)."""
+        from num2words import num2words  # the SmolVLM processor itself requires it
+
+        proc = self.processor
+        image = (
+            proc.fake_image_token
+            + proc.global_image_token
+            + proc.image_token * proc.image_seq_len
+            + proc.fake_image_token
+        )
+        text = (
+            f"You are provided the following series of {num2words(len(frame_ts_s))} frames "
+            f"from a {timedelta(seconds=int(duration_s))} [H:MM:SS] video.\n"
+        )
+        for t in frame_ts_s:
+            text += f"\nFrame from {int(t // 60):02d}:{int(t % 60):02d}:" + image
+        return text + "\n\n"
+
+    def prompt_text(self, prompt: str, frame_ts_s: Sequence[float], duration_s: float) -> str:
+        messages = [
+            {"role": "user", "content": [{"type": "video"}, {"type": "text", "text": prompt}]}
+        ]
+        text = self.processor.apply_chat_template(messages, add_generation_prompt=True)
+        return text.replace(self.video_token, self.video_text(frame_ts_s, duration_s), 1)
+
+    def request_text(self, request: GenRequest) -> str:
+        enc = request.encoded
+        return self.prompt_text(
+            request.prompt, enc["frame_ts_s"].tolist(), enc["duration_s"].item()
+        )
+
+    def visual_inputs(self, requests: Sequence[GenRequest]) -> dict:
+        rows = tuple(r.encoded["image_embeds"].to(self.device, self.dtype) for r in requests)
+        return {"mm_encoder_outputs": {"image": BaseModelOutputWithPooling(pooler_output=rows)}}

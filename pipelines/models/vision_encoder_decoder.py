@@ -1,0 +1,185 @@
+"""VisionEncoderDecoder captioners: a vision encoder + a text decoder (GPT-2) with cross-attention.
+
+Two encoder kinds, picked from ``config.encoder.model_type``:
+- image encoders (CLIP ViT, ViT, ...): every sampled frame goes through the encoder on its
+  own; the clip's encoder states are the frames' last hidden states (CLS + patches)
+  *concatenated along the sequence*, frame after frame, so the decoder cross-attends over
+  all frames at once. GPT-2's cross-attention carries no key positions, so it sees the set
+  of frame tokens, not their order (a test pins this down); use a video encoder when order
+  matters.
+- video encoders (VideoMAE, TimeSformer): the clip is resampled to the encoder's fixed
+  ``num_frames`` (uniform indices, repeating frames of short clips) and encoded natively;
+  space-time position embeddings make the states order-aware.
+
+What crosses the stage boundary per clip: ``encoder_hidden_states`` (rows, encoder hidden)
+— the encoder's raw last hidden state; the ``enc_to_dec_proj`` projection (present when the
+widths differ) stays with the decoder, where the fused forward applies it. Tiny models
+(32 px, 16 px patches, width 32, float32): CLIP 4 frames x 5 rows = 2,560 bytes (2,656
+serialized); VideoMAE 4 frames (tubelet 2) = 8 rows = 1,024 bytes (1,112); TimeSformer
+4 x 4 + 1 = 17 rows = 2,176 bytes (2,272).
+
+These captioners are not instruction-tuned: the decoder starts from its start token and the
+request's prompt is not given to it (``prompt_tokens`` is 1). The decoder takes no encoder
+attention mask, so a batch is generated in groups of equal encoder length.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+from transformers import (
+    AutoConfig,
+    AutoImageProcessor,
+    AutoTokenizer,
+    AutoVideoProcessor,
+    VisionEncoderDecoderModel,
+)
+from transformers.modeling_outputs import BaseModelOutput
+
+from pipelines.config import GenerationConfig
+from pipelines.errors import ErrorCode, StageError
+from pipelines.models import register
+from pipelines.models.base import FramesInput, GenOutput, GenRequest, VideoLMFamily
+
+# Encoders that take a whole clip of a fixed frame count rather than single images.
+VIDEO_ENCODERS = frozenset({"videomae", "timesformer"})
+
+
+class RemovedEncoder(torch.nn.Module):
+    """Weightless stand-in for the encoder in the LM actor.
+
+    ``generate`` reads ``encoder.main_input_name`` and the fused forward reads
+    ``encoder.config.hidden_size`` (to decide on ``enc_to_dec_proj``) even when handed
+    ``encoder_outputs``, so the attribute cannot simply be None.
+    """
+
+    def __init__(self, encoder: torch.nn.Module) -> None:
+        super().__init__()
+        self.config = encoder.config
+        self.main_input_name = encoder.main_input_name
+
+    def forward(self, *args, **kwargs):
+        raise RuntimeError("the encoder runs in the encoder stage; pass encoder_outputs")
+
+
+def resample_indices(num_frames: int, target: int) -> np.ndarray:
+    """``target`` frame indices spread uniformly over ``num_frames`` (repeats if fewer)."""
+    return np.linspace(0, num_frames - 1, target).round().astype(int)
+
+
+@register
+class VisionEncoderDecoder(VideoLMFamily):
+    model_types = ("vision-encoder-decoder",)
+
+    def _load(self) -> VisionEncoderDecoderModel:
+        cfg = self.config
+        model = VisionEncoderDecoderModel.from_pretrained(
+            cfg.model, revision=cfg.revision, dtype=self.dtype
+        )
+        return model.eval()
+
+    # -- encoder half ------------------------------------------------------------------
+
+    def load_encoder(self) -> None:
+        cfg = self.config
+        enc_config = AutoConfig.from_pretrained(cfg.model, revision=cfg.revision).encoder
+        self.num_frames = enc_config.num_frames if enc_config.model_type in VIDEO_ENCODERS else None
+        load = AutoImageProcessor if self.num_frames is None else AutoVideoProcessor
+        self.preprocessor = load.from_pretrained(cfg.model, revision=cfg.revision)
+        self.encoder = self._load().encoder.to(self.device)  # decoder and projection dropped
+
+    @torch.inference_mode()
+    def encode(self, clips: Sequence[FramesInput]) -> list[dict[str, torch.Tensor]]:
+        if self.num_frames is None:  # image encoder: all frames of all clips in one batch
+            frames = [f for c in clips for f in c.frames]
+            pixels = self.preprocessor(frames, return_tensors="pt")["pixel_values"]
+            states = self._run(pixels)
+            results, start = [], 0
+            for clip in clips:
+                n = len(clip.frames)
+                results.append({"encoder_hidden_states": states[start : start + n].flatten(0, 1)})
+                start += n
+            return results
+        videos = [c.frames[resample_indices(len(c.frames), self.num_frames)] for c in clips]
+        pixels = torch.cat(
+            [self.preprocessor(videos=[v], return_tensors="pt")["pixel_values"] for v in videos]
+        )
+        return [{"encoder_hidden_states": s} for s in self._run(pixels)]
+
+    def _run(self, pixels: torch.Tensor) -> torch.Tensor:
+        out = self.encoder(pixel_values=pixels.to(self.device, self.dtype), return_dict=True)
+        return out.last_hidden_state.cpu()
+
+    # -- language-model half -----------------------------------------------------------
+
+    def load_lm(self) -> None:
+        cfg = self.config
+        self._tokenizer = AutoTokenizer.from_pretrained(cfg.model, revision=cfg.revision)
+        model = self._load()
+        model.encoder = RemovedEncoder(model.encoder)  # the encoder actor owns the weights
+
+        self.lm = model.to(self.device)
+        dec = model.config.decoder
+        self.max_positions = getattr(dec, "n_positions", None) or dec.max_position_embeddings
+
+    @property
+    def tokenizer(self):
+        return self._tokenizer
+
+    def decoder_kwargs(self, states: torch.Tensor) -> dict:
+        """``self.lm`` inputs for a batch of equal-length encoder states (B, rows, hidden)."""
+        out = BaseModelOutput(last_hidden_state=states.to(self.device, self.dtype))
+        return {"encoder_outputs": out}
+
+    @torch.inference_mode()
+    def generate(
+        self, requests: Sequence[GenRequest], settings: GenerationConfig, streamer=None
+    ) -> list[GenOutput | StageError]:
+        results: list[GenOutput | StageError | None] = [None] * len(requests)
+        groups: dict[int, list[int]] = defaultdict(list)
+        for i, req in enumerate(requests):
+            if 1 + settings.max_new_tokens > self.max_positions:
+                results[i] = StageError(
+                    ErrorCode.PROMPT_TOO_LONG,
+                    f"max_new_tokens={settings.max_new_tokens} exceeds the decoder's "
+                    f"{self.max_positions} positions; lower max_new_tokens",
+                    "generate",
+                )
+                continue
+            groups[req.encoded["encoder_hidden_states"].shape[0]].append(i)
+        for idx in groups.values():
+            states = torch.stack([requests[i].encoded["encoder_hidden_states"] for i in idx])
+            for i, out in zip(idx, self._generate(states, settings, streamer), strict=True):
+                results[i] = out
+        return results  # type: ignore[return-value]
+
+    def _generate(self, states: torch.Tensor, settings: GenerationConfig, streamer) -> list:
+        tok = self.tokenizer
+        sampling = settings.temperature > 0
+        if sampling:
+            torch.manual_seed(settings.seed)
+        out = self.lm.generate(
+            **self.decoder_kwargs(states),
+            max_new_tokens=settings.max_new_tokens,
+            do_sample=sampling,
+            temperature=settings.temperature if sampling else None,
+            top_p=settings.top_p if sampling else None,
+            top_k=None,
+            streamer=streamer,
+        )
+        gen = self.lm.generation_config
+        eos = gen.eos_token_id
+        stop = {gen.pad_token_id, *(eos if isinstance(eos, (list, tuple)) else [eos])} - {None}
+        results = []
+        for row in out[:, 1:].tolist():  # column 0 is the decoder start token
+            tokens = []
+            for t in row:
+                if t in stop:
+                    break
+                tokens.append(t)
+            text = tok.decode(tokens, skip_special_tokens=True)
+            results.append(GenOutput(text=text, token_ids=tuple(tokens), prompt_tokens=1))
+        return results
