@@ -53,6 +53,33 @@ def _add_caption_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--lm-batch", type=int, default=4, help="clips per generate call")
     p.add_argument("--address", default=None, help="join a Ray cluster (auto, ray://host:10001)")
     p.add_argument("--fail-on-error", action="store_true", help="exit 1 if any row has an error")
+    p.add_argument(
+        "--overwrite", action="store_true", help="start clean instead of resuming what --out holds"
+    )
+    p.add_argument(
+        "--video-key",
+        choices=["stat", "content"],
+        default="stat",
+        help="input identity for resume: path+size+mtime, or a hash of the bytes",
+    )
+    p.add_argument(
+        "--max-attempts",
+        type=int,
+        default=3,
+        help="decode attempts that may kill a worker before the input is quarantined",
+    )
+    p.add_argument(
+        "--stall-timeout-s",
+        type=float,
+        default=1800.0,
+        help="fail, naming the stuck stage, when no row arrives for this long",
+    )
+    p.add_argument(
+        "--commit-interval-s",
+        type=float,
+        default=30.0,
+        help="commit finished videos at least this often",
+    )
 
 
 def job_config_from_args(args: argparse.Namespace) -> JobConfig:
@@ -90,6 +117,11 @@ def job_config_from_args(args: argparse.Namespace) -> JobConfig:
         },
         address=args.address,
         fail_on_error=args.fail_on_error,
+        overwrite=args.overwrite,
+        video_key=args.video_key,
+        max_attempts=args.max_attempts,
+        stall_timeout_s=args.stall_timeout_s,
+        commit_interval_s=args.commit_interval_s,
     )
 
 
@@ -100,6 +132,9 @@ def format_summary(s: Summary) -> str:
         ("clips captioned", s.clips),
         ("rows written", s.rows),
         ("error rows", s.error_rows),
+        ("skipped (done before)", s.skipped_done),
+        ("decode retries", s.retries),
+        ("rework (clips)", s.rework),
         *((f"  {code}", n) for code, n in s.errors_by_code.items()),
         ("wall time (s)", f"{s.wall_s:.1f}"),
         ("clips/s", f"{s.clips_per_s:.2f}"),
@@ -120,7 +155,17 @@ def _run_caption(config: JobConfig) -> int:
     except (InputError, ValueError, OSError) as exc:
         # What the user asked cannot work: say what to change, no traceback.
         raise UsageError(str(exc)) from exc
-    summary = run_job(config, tasks)
+    from pipelines.resume import RunConflict
+    from pipelines.stall import JobStalled
+    from pipelines.submit import OutputNotShared
+
+    try:
+        summary = run_job(config, tasks)
+    except (RunConflict, OutputNotShared) as exc:
+        raise UsageError(str(exc)) from exc
+    except JobStalled as exc:
+        print(f"vidcap: job stalled: {exc}", file=sys.stderr)
+        return 3
     print(format_summary(summary))
     return 1 if config.fail_on_error and summary.error_rows else 0
 
@@ -164,6 +209,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
         out=str(out),
         model={"model": str(model)},
         generation={"max_new_tokens": 16},
+        overwrite=True,  # each demo is a fresh run with a freshly built model
     )
     code = _run_caption(config)
     print(f"demo: Parquet dataset in {out / 'clips'}, summary in {out / 'summary.json'}")
@@ -244,6 +290,69 @@ def build_parser() -> argparse.ArgumentParser:
     demo = sub.add_parser("demo", help="synthetic videos + tiny model, end to end, offline")
     demo.add_argument("--out", default="vidcap-demo-out")
     demo.set_defaults(func=cmd_demo)
+    # Cluster operation: handlers in pipelines/submit.py (imports Ray only when run).
+    from pipelines import submit
+
+    api = argparse.ArgumentParser(add_help=False)
+    api.add_argument(
+        "--address",
+        default=os.environ.get("RAY_API_SERVER_ADDRESS", submit.DEFAULT_ADDRESS),
+        help="the cluster's job API (dashboard port; default $RAY_API_SERVER_ADDRESS or "
+        "%(default)s, e.g. through `ray dashboard cluster.yaml`)",
+    )
+    sbm = sub.add_parser(
+        "submit",
+        parents=[api],
+        help="run `caption` on a Ray cluster through its job API",
+        usage="vidcap submit [options] -- caption INPUT... --out URI [caption options]",
+    )
+    sbm.add_argument("--no-wait", action="store_true", help="print the job id and return")
+    sbm.add_argument("--working-dir", default=None, help="source shipped to the cluster")
+    sbm.add_argument("--job-id", default=None, help="submission id (default: generated)")
+    sbm.add_argument("--env", action="append", default=[], metavar="NAME=VALUE", help="job env var")
+    sbm.add_argument(
+        "--out-is-shared",
+        action="store_true",
+        help="--out is a file:// URI on a filesystem mounted at that path on every node",
+    )
+    sbm.add_argument("command", nargs=argparse.REMAINDER, help="-- caption ...")
+    sbm.set_defaults(func=submit.cmd_submit)
+    jobs = sub.add_parser("jobs", help="status, logs or stop of a submitted job")
+    actions = jobs.add_subparsers(dest="action", required=True)
+    for name, func, what in (
+        ("status", submit.cmd_jobs_status, "print the job's status"),
+        ("logs", submit.cmd_jobs_logs, "print the job's logs"),
+        ("stop", submit.cmd_jobs_stop, "stop the job"),
+    ):
+        act = actions.add_parser(name, parents=[api], help=what)
+        act.add_argument("job_id", metavar="ID")
+        if name == "logs":
+            act.add_argument("--follow", action="store_true", help="until the job ends")
+        act.set_defaults(func=func)
+    # Looking at results: handlers in pipelines/report.py and pipelines/export.py.
+    from pipelines import export, report
+
+    rep = sub.add_parser("report", help="a self-contained HTML report of a run's output")
+    rep.add_argument("out", metavar="OUT", help="the run's output folder or URI")
+    rep.add_argument("--html", default=None, help="where to write it (default: OUT/report.html)")
+    rep.add_argument(
+        "--max-videos",
+        type=int,
+        default=report.DEFAULT_MAX_VIDEOS,
+        help="videos shown with thumbnails and captions (default %(default)s)",
+    )
+    rep.add_argument(
+        "--thumbs-per-video",
+        type=int,
+        default=report.DEFAULT_THUMBS_PER_VIDEO,
+        help="thumbnails per video (default %(default)s)",
+    )
+    rep.set_defaults(func=report.cmd_report)
+    exp = sub.add_parser("export", help="captions as per-video SRT/WebVTT/JSON Lines files")
+    exp.add_argument("out", metavar="OUT", help="the run's output folder or URI")
+    exp.add_argument("--format", choices=export.FORMATS, required=True)
+    exp.add_argument("--dest", default=None, help="folder (default: OUT/export/FORMAT)")
+    exp.set_defaults(func=export.cmd_export)
     return parser
 
 

@@ -51,12 +51,50 @@ class DecodeConfig(_Config):
     timeout_s: float = Field(default=600.0, gt=0)
     """Wall-clock budget to decode one video; past it the rest becomes ``decode_timeout``."""
 
+    decode_mode: Literal["exact", "keyframes"] = "exact"
+    """``exact``: each sample is the decoded frame nearest its target time. ``keyframes``: only
+    keyframes are decoded (much faster, for very large corpora); each sample is the keyframe
+    nearest its target and ``DecodedClip.frame_offset_s`` reports the timestamp error."""
+
+    seek_min_gap_s: float = Field(default=2.0, gt=0, le=86400)
+    """Seek to the keyframe before the next target instead of decoding up to it when it lies
+    more than this many seconds (and two observed keyframe intervals) ahead."""
+
+    nonref_margin_s: float = Field(default=0.04, ge=0, le=10)
+    """Non-reference frames farther than this (or one nominal source frame interval, if longer)
+    from every target are not decoded; 0 decodes every frame. A pick within this distance of
+    its target is provably the one a full decode makes, which holds for every constant-rate
+    source."""
+
+    chunking: Literal["fixed", "scenes", "none"] = "fixed"
+    """``fixed``: windows of ``clip_s`` (overlapping by ``overlap_s``). ``scenes``: cut where the
+    picture changes, then merge scenes shorter than ``min_clip_s`` and split ones longer than
+    ``max_clip_s``. ``none``: the whole video is one clip (``max_frames`` still applies)."""
+
+    overlap_s: float = Field(default=0.0, ge=0, le=3600)
+    """Seconds by which consecutive ``fixed`` windows overlap; must be below ``clip_s``."""
+
+    min_clip_s: float = Field(default=2.0, gt=0, le=3600)
+    """``scenes``: a scene shorter than this is merged into the next one (the last into the
+    previous one)."""
+
+    max_clip_s: float = Field(default=60.0, gt=0, le=3600)
+    """``scenes``: a scene longer than this is split into equal parts no longer than it."""
+
+    scene_threshold: float = Field(default=20.0, gt=0, le=255)
+    """``scenes``: a cut is where the mean absolute difference between consecutive 32x18 grey
+    thumbnails (0-255 scale) exceeds this."""
+
     @model_validator(mode="after")
     def _check(self) -> DecodeConfig:
         if (self.fps is None) == (self.num_frames is None):
             raise ValueError("set exactly one of fps or num_frames (set the other to null)")
         if self.min_frames > self.max_frames:
             raise ValueError(f"min_frames={self.min_frames} exceeds max_frames={self.max_frames}")
+        if self.overlap_s >= self.clip_s:
+            raise ValueError(f"overlap_s={self.overlap_s} must be below clip_s={self.clip_s}")
+        if self.min_clip_s > self.max_clip_s:
+            raise ValueError(f"min_clip_s={self.min_clip_s} exceeds max_clip_s={self.max_clip_s}")
         if self.max_frames < self.frame_factor:
             raise ValueError(
                 f"max_frames={self.max_frames} is below frame_factor={self.frame_factor}"
@@ -165,3 +203,21 @@ class JobConfig(_Config):
 
     fail_on_error: bool = False
     """Exit non-zero when any row carries an error (the job still writes every row)."""
+
+    overwrite: bool = False
+    """Delete what ``out`` holds and start clean (else a rerun resumes, same settings only)."""
+
+    video_key: Literal["stat", "content"] = "stat"
+    """Input identity for resume: path+size+mtime, or a hash of the bytes (reads each file)."""
+
+    max_attempts: int = Field(default=3, ge=1, le=20)
+    """Decode attempts per video that may kill their worker before it is quarantined."""
+
+    stall_timeout_s: float = Field(default=1800.0, gt=0, le=86400)
+    """Fail the job, naming the stuck stage, when no row arrives for this long."""
+
+    commit_interval_s: float = Field(default=30.0, ge=0, le=3600)
+    """Commit finished videos at least this often (bounds rework after a crash)."""
+
+    rows_per_shard: int = Field(default=5000, ge=1, le=10_000_000)
+    """Commit a shard once this many rows of finished videos are waiting."""

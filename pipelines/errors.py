@@ -26,6 +26,8 @@ class ErrorCode(str, enum.Enum):
     FORBIDDEN = "forbidden"  # would make FFmpeg open another file or URL
     PROMPT_TOO_LONG = "prompt_too_long"  # prompt + visual tokens exceed the model context
     MODEL_ERROR = "model_error"  # the model rejected this item's inputs (shape, dtype, ...)
+    WORKER_CRASH = "worker_crash"  # the input killed its worker on every allowed attempt
+    OOM = "oom"  # decoding this input ran out of memory on every allowed attempt
     FETCH_FAILED = "fetch_failed"  # a media URL could not be fetched (refused, timeout, HTTP error)
     INVALID_REQUEST = "invalid_request"  # an online request is malformed (no video, bad JSON)
 

@@ -2,22 +2,29 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 import os
+import uuid
 
 import ray
 
 from pipelines.config import DecodeConfig, JobConfig, PoolConfig
+from pipelines.faults import AttemptLog
 from pipelines.inputs import expand_inputs, filesystem_for, tasks_to_arrow
+from pipelines.keys import video_keys
 from pipelines.models import resolve_family
 from pipelines.models.base import SamplingHints
-from pipelines.output import ShardWriter, Summary, rows_table
-from pipelines.ray_data import apply_fan_out, apply_map
+from pipelines.output import ShardWriter, Summary, batch_rows, committed_video_keys
+from pipelines.ray_data import Heartbeat, apply_fan_out, apply_map
 from pipelines.records import VideoTask
+from pipelines.resume import Journal, clear_scratch, journaled_keys, prepare_output
 from pipelines.stages.decode import DecodeStage
 from pipelines.stages.encode import EncodeStage
 from pipelines.stages.generate import GenerateStage
+from pipelines.stall import HeartbeatTracker, StallWatchdog
+from pipelines.submit import check_workers_reach_out
 
 log = logging.getLogger(__name__)
 
@@ -74,25 +81,82 @@ def plan_job(config: JobConfig) -> list[VideoTask]:
 
 def run_job(config: JobConfig, tasks: list[VideoTask] | None = None) -> Summary:
     tasks = plan_job(config) if tasks is None else tasks
-    init_ray(config)
-    encoder_pool, lm_pool = _gpus(config.encoder), _gpus(config.lm)
+    fs, out = filesystem_for(config.out)
+    run = prepare_output(fs, out, config)
+    keys = video_keys([t.source for t in tasks], config.video_key)
+    tasks = [dataclasses.replace(t, video_key=k) for t, k in zip(tasks, keys, strict=True)]
+    done = committed_video_keys(fs, out)
+    todo = [t for t in tasks if t.video_key not in done]
+    journaled = journaled_keys(fs, out)
+    session = uuid.uuid4().hex[:12]
+    writer = ShardWriter(
+        out,
+        fs,
+        model_id=config.model.model,
+        session=session,
+        rows_per_shard=config.rows_per_shard,
+        commit_interval_s=config.commit_interval_s,
+    )
+    rework = 0
+    attempts = AttemptLog(fs, out, session)
+    if todo:
+        init_ray(config)
+        check_workers_reach_out(config.out)
+        tracker = HeartbeatTracker.remote()
+        heartbeat = Heartbeat(tracker)
+        ds = _pipeline(config, todo, attempts, heartbeat, Journal(config.out, out, session, run))
+        revision = config.model.revision or ""
+        stages = ("decode", "encode", "generate")
+        with StallWatchdog(config.stall_timeout_s, tracker, stages) as watchdog:
+            # No prefetch: rows waiting at the driver are rework if it dies; writing is cheap.
+            for batch in ds.iter_batches(batch_size=None, batch_format="numpy", prefetch_batches=0):
+                watchdog.progress()
+                rows = batch_rows(batch, config.model.model, revision, run)
+                rework += sum(r["row_key"] in journaled for r in rows)
+                writer.add(rows)
+        if writer.incomplete_videos:
+            raise RuntimeError(
+                f"{writer.incomplete_videos} videos are missing rows at the end of the job; "
+                "their rows were not committed, a rerun will redo them"
+            )
+    summary = writer.close(
+        inputs=len(tasks),
+        skipped_done=len(tasks) - len(todo),
+        retries=attempts.retries(),
+        rework=rework,
+    )
+    clear_scratch(fs, out)
+    return summary
 
-    decode = DecodeStage(config.decode, num_cpus=config.decode_cpus)
+
+def _pipeline(config: JobConfig, todo, attempts, heartbeat, journal) -> ray.data.Dataset:
+    encoder_pool, lm_pool = _gpus(config.encoder), _gpus(config.lm)
+    decode = DecodeStage(
+        config.decode,
+        num_cpus=config.decode_cpus,
+        attempts=attempts,
+        max_attempts=config.max_attempts,
+    )
     encode = EncodeStage(config.model, encoder_pool)
     generate = GenerateStage(config.model, lm_pool, config.generation)
 
-    ds = ray.data.from_arrow(tasks_to_arrow(tasks))
-    # One block per video lets decode tasks spread over the cluster from the start.
-    ds = ds.repartition(len(tasks))
-    ds = apply_fan_out(ds, decode)
+    ds = ray.data.from_arrow(tasks_to_arrow(todo))
+    # One block per video lets decode tasks spread over the cluster from the start, and
+    # keeps a poison input's retries to its own task.
+    ds = ds.repartition(len(todo))
+    ds = apply_fan_out(ds, decode, max_retries=config.max_attempts, heartbeat=heartbeat)
     ds = apply_map(
-        ds, encode, min_actors=encoder_pool.min_actors, max_actors=encoder_pool.max_actors
+        ds,
+        encode,
+        min_actors=encoder_pool.min_actors,
+        max_actors=encoder_pool.max_actors,
+        heartbeat=heartbeat,
     )
-    ds = apply_map(ds, generate, min_actors=lm_pool.min_actors, max_actors=lm_pool.max_actors)
-
-    fs, out = filesystem_for(config.out)
-    writer = ShardWriter(out, fs, model_id=config.model.model)
-    revision = config.model.revision or ""
-    for batch in ds.iter_batches(batch_size=None, batch_format="numpy"):
-        writer.add(rows_table(batch, config.model.model, revision))
-    return writer.close(inputs=len(tasks))
+    return apply_map(
+        ds,
+        generate,
+        min_actors=lm_pool.min_actors,
+        max_actors=lm_pool.max_actors,
+        heartbeat=heartbeat,
+        on_rows=journal,
+    )

@@ -1,8 +1,11 @@
 """The output contract: ``clips/`` Parquet dataset + ``summary.json``, versioned.
 
-Rows stream from the last stage to the driver, which writes them in shards. Each shard is
-written under a temporary name and renamed when complete, so a reader never sees half a
-file. Only small columns reach the driver: frames and embeddings are dropped earlier.
+Rows stream from the last stage to the driver, which writes them in shards. A shard only
+ever holds *complete* videos (every row of a video, told by the row flagged ``last``), and
+it is written under a temporary name then renamed: the rename is the commit. So the set of
+committed shards is itself the ledger of finished videos — a rerun skips exactly those,
+and no video can end up half in one attempt's shard and half in another's. Only small
+columns reach the driver: frames and embeddings are dropped earlier.
 """
 
 from __future__ import annotations
@@ -20,9 +23,10 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from pipelines.errors import StageError
-from pipelines.records import ROW_DEFAULTS, Caption, ClipRef, error_fields
+from pipelines.keys import row_key
+from pipelines.records import ROW_DEFAULTS, VIDEO_LEVEL, Caption, ClipRef, error_fields
 
-SCHEMA_VERSION = "1.0"
+SCHEMA_VERSION = "1.1"
 
 # name, type, description: the README's schema table is generated from this list.
 COLUMNS: list[tuple[str, pa.DataType, str]] = [
@@ -49,6 +53,8 @@ COLUMNS: list[tuple[str, pa.DataType, str]] = [
         pa.string(),
         "Stage that failed: decode, encode or generate; empty on success.",
     ),
+    ("video_key", pa.string(), "Content identity of the input (path+size+mtime, or bytes hash)."),
+    ("row_key", pa.string(), "Unique key of the row: video key, clip, prompt and run settings."),
 ]
 SCHEMA = pa.schema(
     [pa.field(name, typ) for name, typ, _ in COLUMNS],
@@ -56,17 +62,21 @@ SCHEMA = pa.schema(
 )
 
 
-def rows_table(batch: Mapping[str, np.ndarray], model_id: str, model_revision: str) -> pa.Table:
+def batch_rows(
+    batch: Mapping[str, np.ndarray], model_id: str, model_revision: str, run: str
+) -> list[dict[str, Any]]:
+    """Output rows (plus the internal ``last`` flag) from a numpy batch of the last stage."""
     n = len(batch["video_id"])
-    data: dict[str, Any] = {
-        "model_id": [model_id] * n,
-        "model_revision": [model_revision] * n,
-        "frame_ts_s": [np.asarray(t, dtype=np.float64).tolist() for t in batch["frame_ts_s"]],
-    }
-    for name, _, _ in COLUMNS:
-        if name not in data:
-            data[name] = batch[name].tolist()
-    return pa.Table.from_pydict(data, schema=SCHEMA)
+    cols = {name: batch[name].tolist() for name, _, _ in COLUMNS if name in batch}
+    rows = []
+    for i in range(n):
+        row = {name: values[i] for name, values in cols.items()}
+        row["frame_ts_s"] = np.asarray(batch["frame_ts_s"][i], dtype=np.float64).tolist()
+        row["model_id"], row["model_revision"] = model_id, model_revision
+        row["row_key"] = row_key(row["video_key"], row["clip_index"], row["prompt"], run)
+        row["last"] = bool(batch["last"][i])
+        rows.append(row)
+    return rows
 
 
 @dataclass
@@ -87,19 +97,40 @@ class Summary:
     clips_per_s: float = 0.0
     output_tokens_per_s: float = 0.0
     stage_busy_s: dict[str, float] = field(default_factory=dict)
+    skipped_done: int = 0
+    """Inputs skipped because an earlier run with the same settings committed them."""
+    processed: int = 0
+    """Inputs committed by this run."""
+    retries: int = 0
+    """Decode attempts beyond the first (a worker died while decoding)."""
+    rework: int = 0
+    """Clips captioned again that an interrupted earlier run had already captioned."""
     clips_path: str = ""
 
 
 class ShardWriter:
-    """Writes Arrow tables as Parquet shards under ``out/clips`` and tallies the summary."""
+    """Commits complete videos as Parquet shards under ``out/clips`` and tallies the summary."""
 
-    def __init__(self, out: str, fs: pafs.FileSystem, model_id: str, rows_per_shard: int = 5000):
+    def __init__(
+        self,
+        out: str,
+        fs: pafs.FileSystem,
+        model_id: str,
+        session: str,
+        rows_per_shard: int = 5000,
+        commit_interval_s: float = 30.0,
+    ):
         self.out, self.fs = out.rstrip("/"), fs
         self.clips_dir = f"{self.out}/clips"
+        self.session = session
         self.rows_per_shard = rows_per_shard
+        self.commit_interval_s = commit_interval_s
         self.summary = Summary(model_id=model_id, clips_path=self.clips_dir)
-        self._pending: list[pa.Table] = []
-        self._pending_rows = 0
+        self._open: dict[str, dict[int, dict]] = {}  # video key -> clip index -> row
+        self._expected: dict[str, int] = {}  # video key -> number of rows, once known
+        self._done: set[str] = set()
+        self._pending: list[dict] = []
+        self._last_commit = time.monotonic()
         self._shard = 0
         self._errors: Counter[str] = Counter()
         self._videos_ok: set[str] = set()
@@ -107,47 +138,69 @@ class ShardWriter:
         self._started = time.perf_counter()
         fs.create_dir(self.clips_dir, recursive=True)
 
-    def add(self, table: pa.Table) -> None:
-        s = self.summary
-        s.rows += table.num_rows
-        codes = table.column("error_code").to_pylist()
-        for vid, code, clip in zip(
-            table.column("video_id").to_pylist(),
-            codes,
-            table.column("clip_index").to_pylist(),
-            strict=True,
-        ):
-            if code:
-                self._errors[code] += 1
+    def add(self, rows: list[dict]) -> None:
+        for row in rows:
+            key = row["video_key"]
+            if key in self._done:
+                continue  # a retried task re-sent rows of a video already complete
+            if row["clip_index"] == VIDEO_LEVEL:
+                # A video-level error (or a quarantine) replaces whatever came before it.
+                self._open[key], self._expected[key] = {VIDEO_LEVEL: row}, 1
             else:
-                self._videos_ok.add(vid)
-            if clip >= 0 and not code:
-                s.clips += 1
-        s.prompt_tokens += pa.compute.sum(table.column("prompt_tokens")).as_py() or 0
-        s.output_tokens += pa.compute.sum(table.column("output_tokens")).as_py() or 0
-        for stage in ("decode", "encode", "generate"):
-            self._busy[stage] += pa.compute.sum(table.column(f"{stage}_s")).as_py() or 0.0
-        self._pending.append(table)
-        self._pending_rows += table.num_rows
-        if self._pending_rows >= self.rows_per_shard:
-            self.flush()
+                self._open.setdefault(key, {})[row["clip_index"]] = row
+                if row.pop("last"):
+                    self._expected[key] = row["clip_index"] + 1
+            row.pop("last", None)
+            if len(self._open.get(key, ())) == self._expected.get(key, -1):
+                self._complete(key)
+        if (
+            len(self._pending) >= self.rows_per_shard
+            or time.monotonic() - self._last_commit >= self.commit_interval_s
+        ):
+            self.commit()
 
-    def flush(self) -> None:
+    def _complete(self, key: str) -> None:
+        rows = [row for _, row in sorted(self._open.pop(key).items())]
+        del self._expected[key]
+        self._done.add(key)
+        self._pending.extend(rows)
+        s = self.summary
+        for row in rows:
+            s.rows += 1
+            if row["error_code"]:
+                self._errors[row["error_code"]] += 1
+            else:
+                self._videos_ok.add(key)
+                s.clips += 1
+            s.prompt_tokens += row["prompt_tokens"]
+            s.output_tokens += row["output_tokens"]
+            for stage in ("decode", "encode", "generate"):
+                self._busy[stage] += row[f"{stage}_s"]
+
+    def commit(self) -> None:
+        self._last_commit = time.monotonic()
         if not self._pending:
             return
-        table = pa.concat_tables(self._pending)
-        final = f"{self.clips_dir}/part-{self._shard:05d}.parquet"
-        tmp = f"{self.clips_dir}/.part-{self._shard:05d}.parquet.tmp"
+        table = pa.Table.from_pylist(self._pending, schema=SCHEMA)
+        name = f"part-{self.session}-{self._shard:05d}.parquet"
+        tmp = f"{self.clips_dir}/.{name}.tmp"
         with self.fs.open_output_stream(tmp) as f:
             pq.write_table(table, f)
-        self.fs.move(tmp, final)
+        self.fs.move(tmp, f"{self.clips_dir}/{name}")
         self._shard += 1
-        self._pending, self._pending_rows = [], 0
+        self._pending = []
 
-    def close(self, inputs: int) -> Summary:
-        self.flush()
+    @property
+    def incomplete_videos(self) -> int:
+        return len(self._open)
+
+    def close(self, inputs: int, **counts: int) -> Summary:
+        self.commit()
         s = self.summary
         s.inputs = inputs
+        for name, value in counts.items():
+            setattr(s, name, value)
+        s.processed = len(self._done)
         s.error_rows = sum(self._errors.values())
         s.errors_by_code = dict(sorted(self._errors.items()))
         s.videos_with_text = len(self._videos_ok)
@@ -158,6 +211,17 @@ class ShardWriter:
         with self.fs.open_output_stream(f"{self.out}/summary.json") as f:
             f.write(json.dumps(asdict(s), indent=2).encode())
         return s
+
+
+def committed_video_keys(fs: pafs.FileSystem, out: str) -> set[str]:
+    """Videos whose rows are in committed shards (leftover ``.tmp`` files are ignored)."""
+    selector = pafs.FileSelector(f"{out.rstrip('/')}/clips", allow_not_found=True)
+    keys: set[str] = set()
+    for info in fs.get_file_info(selector):
+        if info.base_name.startswith("part-") and info.base_name.endswith(".parquet"):
+            with fs.open_input_file(info.path) as f:
+                keys.update(pq.read_table(f, columns=["video_key"]).column(0).to_pylist())
+    return keys
 
 
 def schema_markdown() -> str:
@@ -190,6 +254,7 @@ def result_row(
         "encode_s": encode_s,
     }
     row["frame_ts_s"] = list(ref.frame_ts_s)
+    row["row_key"] = ""  # online rows are not part of a run
     if isinstance(result, StageError):
         row.update(error_fields(result))
     else:

@@ -13,6 +13,7 @@ import numpy as np
 import ray.data
 
 from pipelines.errors import StageError
+from pipelines.faults import maybe_hang
 from pipelines.records import (
     Caption,
     Clip,
@@ -106,32 +107,63 @@ def fan_out_rows(stage: FanOutStage, row: Mapping[str, Any]) -> Iterator[dict[st
 class _FanOutFn:
     """Decode runs as plain tasks: no state worth an actor."""
 
-    def __init__(self, stage: FanOutStage) -> None:
-        self.stage = stage
+    def __init__(self, stage: FanOutStage, heartbeat: Heartbeat | None = None) -> None:
+        self.stage, self.heartbeat = stage, heartbeat
 
     def __call__(self, batch: dict[str, np.ndarray]) -> Iterator[dict[str, np.ndarray]]:
         # One clip per yielded batch keeps a long video streaming instead of materialising
         # all its frames; Ray Data re-batches downstream.
         for row in batch_to_rows(batch):
             for out in fan_out_rows(self.stage, row):
+                if self.heartbeat is not None:
+                    self.heartbeat(self.stage.name)
                 yield rows_to_batch([out])
 
 
 class _MapActor:
     """One actor of a model stage's pool: loads the model once, then maps batches."""
 
-    def __init__(self, stage: MapStage) -> None:
-        self.stage = stage
+    def __init__(
+        self,
+        stage: MapStage,
+        heartbeat: Heartbeat | None = None,
+        on_rows: Callable[[list[dict[str, Any]]], None] | None = None,
+    ) -> None:
+        self.stage, self.heartbeat, self.on_rows = stage, heartbeat, on_rows
         stage.setup()
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        return rows_to_batch(map_rows(self.stage, batch_to_rows(batch)))
+        maybe_hang(self.stage.name)
+        rows = map_rows(self.stage, batch_to_rows(batch))
+        if self.on_rows is not None:
+            self.on_rows(rows)
+        if self.heartbeat is not None:
+            self.heartbeat(self.stage.name)
+        return rows_to_batch(rows)
 
 
-def apply_fan_out(ds: ray.data.Dataset, stage: FanOutStage) -> ray.data.Dataset:
-    args = stage.resources.ray_args()
+class Heartbeat:
+    """Tells the driver's stall watchdog that a stage finished a batch (fire and forget)."""
+
+    def __init__(self, tracker: ray.actor.ActorHandle) -> None:
+        self.tracker = tracker
+
+    def __call__(self, stage: str) -> None:
+        self.tracker.beat.remote(stage)
+
+
+def apply_fan_out(
+    ds: ray.data.Dataset,
+    stage: FanOutStage,
+    *,
+    max_retries: int = 3,
+    heartbeat: Heartbeat | None = None,
+) -> ray.data.Dataset:
+    # Retries after a worker death let the attempt log quarantine a poison input on its
+    # last try instead of failing the job.
+    args = {**stage.resources.ray_args(), "max_retries": max_retries}
     return ds.map_batches(
-        _FanOutFn(stage),
+        _FanOutFn(stage, heartbeat),
         batch_size=1,
         batch_format="numpy",
         # Passing the resources as a function stops Ray Data from fusing decode into the
@@ -142,11 +174,20 @@ def apply_fan_out(ds: ray.data.Dataset, stage: FanOutStage) -> ray.data.Dataset:
 
 
 def apply_map(
-    ds: ray.data.Dataset, stage: MapStage, *, min_actors: int, max_actors: int
+    ds: ray.data.Dataset,
+    stage: MapStage,
+    *,
+    min_actors: int,
+    max_actors: int,
+    heartbeat: Heartbeat | None = None,
+    on_rows: Callable[[list[dict[str, Any]]], None] | None = None,
 ) -> ray.data.Dataset:
+    # A class per stage, so Ray's dashboard, logs and process titles say which stage an
+    # actor runs ("MapWorker(MapBatches(GenerateActor))").
+    actor_cls = type(f"{stage.name.title()}Actor", (_MapActor,), {})
     return ds.map_batches(
-        _MapActor,
-        fn_constructor_args=(stage,),
+        actor_cls,
+        fn_constructor_args=(stage, heartbeat, on_rows),
         batch_size=stage.batch_size,
         batch_format="numpy",
         compute=ray.data.ActorPoolStrategy(min_size=min_actors, max_size=max_actors),

@@ -28,13 +28,25 @@ class VideoTask:
     video_id: str
     source: str
     prompt: str
+    video_key: str = ""
+    """Content identity of the input (see pipelines.keys); empty when not computed."""
 
     def to_row(self) -> dict[str, Any]:
-        return {"video_id": self.video_id, "source": self.source, "prompt": self.prompt}
+        return {
+            "video_id": self.video_id,
+            "source": self.source,
+            "prompt": self.prompt,
+            "video_key": self.video_key,
+        }
 
     @classmethod
     def from_row(cls, row: Mapping[str, Any]) -> VideoTask:
-        return cls(str(row["video_id"]), str(row["source"]), str(row["prompt"]))
+        return cls(
+            str(row["video_id"]),
+            str(row["source"]),
+            str(row["prompt"]),
+            str(row.get("video_key", "")),
+        )
 
 
 @dataclass(frozen=True)
@@ -49,10 +61,22 @@ class ClipRef:
     end_s: float
     frame_ts_s: tuple[float, ...] = ()
     partial: bool = False
+    video_key: str = ""
+    last: bool = False
+    """True on the video's final row: the writer then knows every row of it has arrived."""
 
     @classmethod
     def for_video_error(cls, task: VideoTask) -> ClipRef:
-        return cls(task.video_id, task.source, task.prompt, VIDEO_LEVEL, 0.0, 0.0)
+        return cls(
+            task.video_id,
+            task.source,
+            task.prompt,
+            VIDEO_LEVEL,
+            0.0,
+            0.0,
+            video_key=task.video_key,
+            last=True,
+        )
 
     def to_row(self) -> dict[str, Any]:
         return {
@@ -64,6 +88,8 @@ class ClipRef:
             "end_s": self.end_s,
             "frame_ts_s": np.asarray(self.frame_ts_s, dtype=np.float64),
             "partial": self.partial,
+            "video_key": self.video_key,
+            "last": self.last,
         }
 
     @classmethod
@@ -77,6 +103,8 @@ class ClipRef:
             end_s=float(row["end_s"]),
             frame_ts_s=tuple(float(t) for t in row["frame_ts_s"]),
             partial=bool(row["partial"]),
+            video_key=str(row.get("video_key", "")),
+            last=bool(row.get("last", False)),
         )
 
 

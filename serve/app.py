@@ -316,9 +316,8 @@ def build_app(config: ServeConfig):
     check_sampling(config.decode, family.hints, model_type)
     gpus = ray.is_initialized() and ray.cluster_resources().get("GPU", 0) > 0
     captions_decode = config.decode
-    # Chat answers about the whole video: one window as long as clip_s allows; the frame
-    # cap keeps long videos bounded.
-    chat_decode = config.decode.model_copy(update={"clip_s": 3600.0})
+    # Chat answers about the whole video: one clip, its frames capped by max_frames.
+    chat_decode = config.decode.model_copy(update={"chunking": "none"})
     enc_gpus = config.encoder.serve_options(gpus)["ray_actor_options"]["num_gpus"]
     lm_gpus = config.lm.serve_options(gpus)["ray_actor_options"]["num_gpus"]
     decoder = Decoder.options(**config.decoder.serve_options(False)).bind(

@@ -1,9 +1,17 @@
 """Open a video through any pyarrow filesystem, check it, and stream it as sampled clips.
 
-``iter_clips`` makes one demux pass, holds at most one undecided raw frame plus the RGB frames
+``iter_clips`` makes one sampling pass, holds at most one undecided raw frame plus the RGB frames
 already picked for the clips not yet emitted, and converts to RGB only the frames it keeps.
+``chunking="scenes"`` adds a first decode pass that keeps only a 32x18 grey thumbnail and the cut
+times; ``chunking="none"`` on a file that declares no duration adds a demux-only pass.
 
 Choices worth knowing (the rest is in ``sampling``):
+
+- Sparse decoding (see ``_frames``): seek to the keyframe before a target far ahead; don't
+  decode non-reference frames far from every target; in ``keyframes`` mode decode keyframes
+  only. Exact mode stays exact: a pick that a skipped frame could have beaten (only possible
+  with sparse variable-rate frames) makes the video decode again without skipping, emitting
+  only the clips not yet emitted. ``DecodedClip.frame_offset_s`` records pick minus target.
 
 - Stream: the first video stream flagged *default*, else the first one in which FFmpeg's probe
   saw packets, else the first video stream; cover art (``attached_pic``) does not count.
@@ -34,6 +42,7 @@ Choices worth knowing (the rest is in ``sampling``):
 
 from __future__ import annotations
 
+import bisect
 import dataclasses
 import math
 import os
@@ -58,6 +67,7 @@ _FALLBACK_FRAME_INTERVAL_S = 1 / 30
 _TRUNCATION_SLACK_S = 1.0  # containers often declare audio's longer duration; don't call that "cut"
 _OVERRUN_MARGIN_S = 0.1  # frames this far past the declared end mean the declaration was wrong
 _MAX_BAD_PACKETS = 64  # consecutive undecodable packets before the stream counts as broken
+_THUMB_SIZE = (32, 18)  # scene detection: small enough to ignore noise and cost nothing
 
 
 @dataclasses.dataclass(frozen=True)
@@ -86,6 +96,8 @@ class DecodedClip:
     frame_ts_s: tuple[float, ...]
     frames: np.ndarray
     partial: bool = False
+    frame_offset_s: tuple[float, ...] = ()
+    """Per frame, picked frame time minus its target time (0 when a frame sits on its target)."""
 
 
 def probe(path: str, cfg: DecodeConfig, filesystem: pafs.FileSystem | None = None) -> VideoInfo:
@@ -109,17 +121,48 @@ def iter_clips(
 ) -> Iterator[DecodedClip]:
     """Yield the clips of one video in order; raise ``MediaError`` for a bad file (see module)."""
     clock = _Clock(cfg.timeout_s)
-    with _open_video(path, cfg, filesystem) as opened:
-        sampler = _Sampler(opened, cfg)
-        for frame in _frames(opened, cfg, clock):
-            for clip in sampler.feed(frame):
-                with clock.paused():
-                    yield clip
-        if sampler.prev is None:
-            raise MediaError(ErrorCode.EMPTY, f"{path}: no decodable video frame")
-        for clip in sampler.finish(broken=opened.broken):
+    windows = None
+    if cfg.chunking == "scenes":
+        with _open_video(path, cfg, filesystem) as opened:
+            windows = _scene_windows(opened, cfg, clock)
+    elif cfg.chunking == "none":
+        with _open_video(path, cfg, filesystem) as opened:
+            end_s = opened.duration_s or _demuxed_end_s(opened, clock)
+            windows = [(0.0, end_s)] if end_s else None
+    emitted = 0
+    try:
+        for clip in _sample_pass(path, cfg, filesystem, clock, windows):
             with clock.paused():
                 yield clip
+            emitted += 1
+    except _SkippedFrameMayWin:
+        # Rare (sparse variable-rate frames): decode again without skipping anything and emit
+        # only the clips not yet emitted, which were exact.
+        exact = cfg.model_copy(update={"nonref_margin_s": 0.0})
+        for k, clip in enumerate(_sample_pass(path, exact, filesystem, clock, windows)):
+            if k >= emitted:
+                with clock.paused():
+                    yield clip
+
+
+class _SkippedFrameMayWin(Exception):
+    """A frame not decoded (non-reference, skipped) may have been picked by a full decode."""
+
+
+def _sample_pass(
+    path: str,
+    cfg: DecodeConfig,
+    filesystem: pafs.FileSystem | None,
+    clock: _Clock,
+    windows: list[tuple[float, float]] | None,
+) -> Iterator[DecodedClip]:
+    with _open_video(path, cfg, filesystem) as opened:
+        sampler = _Sampler(opened, cfg, windows)
+        for frame in _frames(opened, cfg, clock, sampler):
+            yield from sampler.feed(frame)
+        if sampler.prev is None:
+            raise MediaError(ErrorCode.EMPTY, f"{path}: no decodable video frame")
+        yield from sampler.finish(broken=opened.broken)
 
 
 # ---------------------------------------------------------------------------- opening
@@ -134,6 +177,22 @@ class _Opened:
     rate_known: bool
     sar: float
     broken: bool = False  # set by _frames when the demuxer failed mid-stream
+    seeks: int = 0  # seeks made by _frames (for tests and benchmarks)
+    # Latest packet PTS demuxed, sent to the decoder or not: how far the file really goes when
+    # only some frames are decoded (keyframes mode, skipped tail). Kept as a PTS because the
+    # time origin (first decoded frame) may not be known yet when the packet is read.
+    max_packet_pts: int | None = None
+    origin_pts: int | None = None
+
+    @property
+    def end_packet_s(self) -> float:
+        if self.max_packet_pts is None or self.origin_pts is None:
+            return -math.inf
+        return float((self.max_packet_pts - self.origin_pts) * self.stream.time_base)
+
+    # Times of packets sent with skip_frame=NONREF after the previous yielded frame (sorted).
+    skipped_s: list[float] = dataclasses.field(default_factory=list)
+    decoded_frames: int = 0  # frames the decoder returned, duplicates included
 
 
 class _Clock:
@@ -317,28 +376,126 @@ class _Frame:
     raw: av.VideoFrame
 
 
-def _frames(opened: _Opened, cfg: DecodeConfig, clock: _Clock) -> Iterator[_Frame]:
+def _frames(
+    opened: _Opened,
+    cfg: DecodeConfig,
+    clock: _Clock,
+    guide: _Sampler | None = None,
+) -> Iterator[_Frame]:
     """Decoded frames in presentation order with their times; stops quietly if the file breaks.
 
     Zero-byte packets are skipped rather than sent: the decoder takes an empty packet as the
     end-of-stream signal, which is why ``container.decode()`` stops early on some Theora files.
+
+    ``guide`` (the sampler: which target times are still unresolved) lets it skip work no
+    sample needs:
+
+    - Seek: when the earliest unresolved target is more than ``seek_min_gap_s`` (and two observed keyframe intervals)
+      past the last packet, seek to the keyframe at or before it. A seek that lands *after* it
+      (an imprecise demuxer) is undone by rewinding to the start with seeking off; frames at or
+      before the last one yielded are dropped as duplicates, so the output is what a linear
+      decode gives.
+    - Non-reference frames: a packet whose time is more than ``nonref_margin_s`` (at least one
+      nominal frame interval) away from
+      every unresolved target is sent with ``skip_frame = NONREF``. No other frame depends on
+      such a frame, and the setting travels with each packet (also into frame threads), so
+      every frame within the margin of a target is decoded: a pick within the margin of its
+      target is the pick a full decode makes (a skipped frame is farther away than it).
+    - ``keyframes`` mode: non-keyframe packets are not sent at all (after the first keyframe
+      packet, in case a demuxer flags none) and the decoder also skips non-key frames.
     """
     stream = opened.stream
+    ctx = stream.codec_context
     time_base = stream.time_base or Fraction(1, 90000)
+    keyframes_only = cfg.decode_mode == "keyframes"
+    base_skip = "NONKEY" if keyframes_only else "DEFAULT"
+    ctx.skip_frame = base_skip
+    skip = base_skip
+    skip_nonref = guide is not None and not keyframes_only and cfg.nonref_margin_s > 0
+    # At least one frame interval: then a constant-rate source always has a frame within the
+    # margin of each target, so no pick can change.
+    nonref_margin_s = max(cfg.nonref_margin_s, opened.frame_interval_s)
+    can_seek = guide is not None
+    seek_target_s: float | None = None  # set until the first frame decoded after a seek
+    last_seek_s = -math.inf  # never seek twice for the same target
     origin_pts: int | None = None
+    pts_missing = False
     last_ts = -math.inf
+    last_packet_s = -math.inf
+    last_key_s: float | None = None
+    gop_s = 0.0  # longest keyframe interval seen
+    seen_key = False
+    rewound = False
+    skipped_any = False
+    redecode_floor_s = -math.inf  # frames up to here are expected again after a seek
     seq = 0
     bad_packets = 0
     packets = opened.container.demux(stream)
     while True:
         clock.check()
+        target_s = guide.next_target_s() if guide is not None else math.inf
+        if (
+            can_seek
+            and seek_target_s is None
+            and target_s > last_seek_s
+            and origin_pts is not None
+            and not pts_missing
+            and target_s != math.inf
+            and target_s - max(last_ts, last_packet_s) > max(cfg.seek_min_gap_s, 2 * gop_s)
+        ):
+            try:
+                opened.container.seek(
+                    origin_pts + int(target_s / time_base),
+                    backward=True,
+                    any_frame=False,
+                    stream=stream,
+                )
+                packets = opened.container.demux(stream)
+                seek_target_s, last_seek_s, last_packet_s = target_s, target_s, -math.inf
+                redecode_floor_s = last_ts
+                last_key_s = None  # a keyframe interval must not span the jump
+                opened.skipped_s.clear()  # frames before the landing point are never compared
+                opened.seeks += 1
+            except av.error.FFmpegError:
+                can_seek = False
         try:
             packet = next(packets, None)
         except (av.error.FFmpegError, OSError):
             opened.broken = True
             packet = None
-        if packet is not None and packet.size == 0:
-            continue
+        if packet is not None:
+            if packet.size == 0:
+                continue
+            packet_s = (
+                float((packet.pts - origin_pts) * time_base)
+                if packet.pts is not None and origin_pts is not None
+                else None
+            )
+            if packet.pts is not None and (
+                opened.max_packet_pts is None or packet.pts > opened.max_packet_pts
+            ):
+                opened.max_packet_pts = packet.pts
+            if packet.is_keyframe:
+                seen_key = True
+                if packet_s is not None:
+                    if last_key_s is not None and packet_s > last_key_s:
+                        gop_s = max(gop_s, packet_s - last_key_s)
+                    last_key_s = packet_s
+            elif keyframes_only and seen_key:
+                continue
+            if packet_s is not None:
+                last_packet_s = max(last_packet_s, packet_s)
+            if skip_nonref:
+                want = (
+                    "NONREF"
+                    if packet_s is not None and not guide.wants_near(packet_s, nonref_margin_s)
+                    else "DEFAULT"
+                )
+                if want != skip:
+                    ctx.skip_frame = skip = want
+                if want == "NONREF":
+                    bisect.insort(opened.skipped_s, packet_s)
+                    skipped_any = True
         try:
             decoded = stream.decode(packet)  # None flushes the decoder's delayed frames
             bad_packets = 0
@@ -351,26 +508,105 @@ def _frames(opened: _Opened, cfg: DecodeConfig, clock: _Clock) -> Iterator[_Fram
                 return
             continue
         for raw in decoded:
+            opened.decoded_frames += 1
             if raw.width * raw.height > cfg.max_frame_pixels:
                 raise MediaError(
                     ErrorCode.TOO_LARGE, f"frame {raw.width}x{raw.height} exceeds max_frame_pixels"
                 )
             if raw.pts is None:
+                pts_missing = True
                 ts = 0.0 if last_ts == -math.inf else last_ts + opened.frame_interval_s
             else:
                 origin_pts = raw.pts if origin_pts is None else origin_pts
+                opened.origin_pts = origin_pts
                 ts = float((raw.pts - origin_pts) * time_base)
+            if seek_target_s is not None:
+                overshot = ts > seek_target_s + sampling.TIE_EPS_S
+                # Landing far before the target means keyframes are sparser than thought.
+                gop_s = max(gop_s, seek_target_s - ts)
+                seek_target_s = None
+                if overshot:
+                    # The demuxer landed past the target: frames before it were never seen.
+                    # Start again from the beginning; frames up to last_ts are dropped below.
+                    try:
+                        opened.container.seek(origin_pts, backward=True, stream=stream)
+                    except av.error.FFmpegError as e:
+                        raise MediaError(ErrorCode.CORRUPT, f"cannot seek back: {e}") from e
+                    packets = opened.container.demux(stream)
+                    can_seek, last_packet_s, rewound = False, -math.inf, True
+                    redecode_floor_s = last_ts
+                    opened.skipped_s.clear()
+                    break
             if ts <= last_ts:
+                if skipped_any and ts > redecode_floor_s:
+                    # Out-of-order times (e.g. packed MPEG-4 in AVI): which frames get dropped
+                    # as duplicates depends on which were skipped, so skipping is not safe.
+                    raise _SkippedFrameMayWin(f"frame times go back ({ts:.3f} <= {last_ts:.3f})")
                 continue
             if ts > cfg.max_duration_s:
                 raise MediaError(
                     ErrorCode.TOO_LONG, f"frames run past max_duration_s={cfg.max_duration_s}"
                 )
+            # Only skipped times after the previous frame can matter to picks still to come.
+            del opened.skipped_s[: bisect.bisect_right(opened.skipped_s, last_ts)]
             last_ts = ts
             yield _Frame(seq, ts, raw)
             seq += 1
-        if packet is None:
+        if packet is None and not rewound:
             return
+        rewound = False
+
+
+def _scene_windows(
+    opened: _Opened, cfg: DecodeConfig, clock: _Clock
+) -> list[tuple[float, float]] | None:
+    """First pass of ``scenes`` chunking: cut times from 32x18 grey thumbnails, then windows.
+
+    Only one thumbnail and the cut times are held. The frames are sampled in a second pass,
+    because a window's targets depend on where it ends, which is known only at the next cut:
+    picking in this pass would mean holding every full-size frame of the open scene.
+    """
+    cuts: list[float] = []
+    prev: np.ndarray | None = None
+    last_ts = None
+    for frame in _frames(opened, cfg, clock):
+        thumb = frame.raw.reformat(
+            width=_THUMB_SIZE[0], height=_THUMB_SIZE[1], format="gray", interpolation="AREA"
+        ).to_ndarray()
+        thumb = thumb.astype(np.int16)
+        if prev is not None and float(np.abs(thumb - prev).mean()) > cfg.scene_threshold:
+            cuts.append(frame.ts_s)
+        prev, last_ts = thumb, frame.ts_s
+    if last_ts is None:
+        return None  # no frame: the sampling pass reports the error
+    return sampling.scene_windows(
+        cuts, last_ts + opened.frame_interval_s, cfg.min_clip_s, cfg.max_clip_s
+    )
+
+
+def _demuxed_end_s(opened: _Opened, clock: _Clock) -> float | None:
+    """The end of the video from its packets' times (no decoding), for an undeclared duration."""
+    stream = opened.stream
+    time_base = stream.time_base or Fraction(1, 90000)
+    first = last = None
+    count = 0
+    try:
+        for packet in opened.container.demux(stream):
+            clock.check()
+            if packet.size == 0:
+                continue
+            count += 1
+            if packet.pts is not None:
+                first = packet.pts if first is None else min(first, packet.pts)
+                last = packet.pts if last is None else max(last, packet.pts)
+    except (av.error.FFmpegError, OSError):
+        pass  # a broken tail: the sampling pass marks the clip partial
+    if count == 0:
+        return None
+    span_s = float((last - first) * time_base) if first is not None else 0.0
+    if first is None:
+        span_s = (count - 1) * opened.frame_interval_s
+    return span_s + opened.frame_interval_s
 
 
 # ---------------------------------------------------------------------------- sampling
@@ -395,15 +631,28 @@ class _Builder:
 class _Sampler:
     """Turns the frame stream into clips: nearest-PTS pick per target, one frame of lookahead."""
 
-    def __init__(self, opened: _Opened, cfg: DecodeConfig) -> None:
+    def __init__(
+        self,
+        opened: _Opened,
+        cfg: DecodeConfig,
+        windows: list[tuple[float, float]] | None = None,
+    ) -> None:
         self.cfg = cfg
+        self.opened = opened
+        self.skipped_s = opened.skipped_s
         self.interval_s = opened.frame_interval_s
         self.sar = opened.sar
-        known = opened.duration_s is not None
-        self.plans = sampling.plan_clips(opened.duration_s, cfg, self.interval_s) if known else []
+        if windows is not None:  # from a first pass (scenes, or none with unknown duration)
+            self.plans = sampling.plan_windows(windows, cfg)
+        elif opened.duration_s is not None:
+            self.plans = sampling.plan_clips(opened.duration_s, cfg, self.interval_s)
+        else:
+            self.plans = []
+        # A file cut short is recognised against what it declared, else against the plan.
+        self.expected_end_s = opened.duration_s or (self.plans[-1].end_s if self.plans else None)
         # Open-ended: windows continue past the planned ones, because the container declared no
         # duration or frames turned up after the declared end (some MPEG-PS files say 0.05 s).
-        self.open_ended = not known
+        self.open_ended = not self.plans
         self.pending: list[_Builder] = []  # started, not yet emitted
         self.started = 0
         self.prev: _Frame | None = None
@@ -416,10 +665,31 @@ class _Sampler:
             return self.plans[index]
         if not self.open_ended:
             return None
-        start = (self.plans[-1].end_s if self.plans else 0.0) + (
-            index - len(self.plans)
-        ) * self.cfg.clip_s
+        step = self.cfg.clip_s - self.cfg.overlap_s
+        start = (self.plans[-1].end_s if self.plans else 0.0) + (index - len(self.plans)) * step
         return sampling.plan_clip(index, start, start + self.cfg.clip_s, self.cfg)
+
+    def wants_near(self, time_s: float, margin_s: float) -> bool:
+        """Whether an unresolved target lies within ``margin_s`` of ``time_s``."""
+        for builder in self.pending:
+            targets = builder.plan.target_ts_s
+            i = bisect.bisect_left(targets, time_s - margin_s, lo=len(builder.picks))
+            if i < len(targets) and targets[i] <= time_s + margin_s:
+                return True
+        index = self.started
+        while (plan := self._plan(index)) is not None and plan.start_s <= time_s + margin_s:
+            i = bisect.bisect_left(plan.target_ts_s, time_s - margin_s)
+            if i < len(plan.target_ts_s) and plan.target_ts_s[i] <= time_s + margin_s:
+                return True
+            index += 1
+        return False
+
+    def next_target_s(self) -> float:
+        """The earliest time a sample still wants (``inf`` when none does)."""
+        wanted = [b.next_target_s for b in self.pending if not b.resolved]
+        if (plan := self._plan(self.started)) is not None:
+            wanted.append(plan.target_ts_s[0])
+        return min(wanted, default=math.inf)
 
     def feed(self, frame: _Frame) -> list[DecodedClip]:
         # A little past the declared end is normal (it is often the last PTS); well past means
@@ -435,7 +705,9 @@ class _Sampler:
                 t = builder.next_target_s
                 prev = self.prev
                 use_prev = prev is not None and sampling.is_nearer_or_tie(t, prev.ts_s, frame.ts_s)
-                builder.picks.append(self._rgb(prev if use_prev else frame))
+                pick = prev if use_prev else frame
+                self._check_no_skipped_frame_wins(t, pick.ts_s, frame.ts_s)
+                builder.picks.append(self._rgb(pick))
         self.prev = frame
         ready = []
         while (
@@ -444,19 +716,39 @@ class _Sampler:
             ready.append(self._emit(self.pending.pop(0)))
         return ready
 
+    def _check_no_skipped_frame_wins(self, target_s: float, pick_s: float, next_s: float) -> None:
+        """Raise if a skipped frame between the two decoded neighbours beats the pick."""
+        for s in self.skipped_s[: bisect.bisect_left(self.skipped_s, next_s)]:
+            earlier, later = (s, pick_s) if s < pick_s else (pick_s, s)
+            winner = earlier if sampling.is_nearer_or_tie(target_s, earlier, later) else later
+            if winner == s:
+                raise _SkippedFrameMayWin(
+                    f"skipped frame at {s:.3f} s beats the pick for {target_s:.3f} s"
+                )
+
     def finish(self, broken: bool) -> list[DecodedClip]:
         """Emit what is left when the frames stop: cut the window in progress if they stopped early."""
         last = self.prev
         if last is None:
             return []
-        covered_end_s = last.ts_s + self.interval_s
+        content_end_s = max(last.ts_s, self.opened.end_packet_s)
+        covered_end_s = content_end_s + self.interval_s
+        # Windows that packets reached but no decoded frame did (keyframes mode: no keyframe
+        # after their start) take the last decoded frame, the nearest one there is.
+        while (plan := self._plan(self.started)) is not None and plan.start_s <= content_end_s:
+            self.pending.append(_Builder(plan))
+            self.started += 1
         stopped_early = broken or (
-            not self.open_ended and covered_end_s < self.plans[-1].end_s - _TRUNCATION_SLACK_S
+            not self.open_ended
+            and self.expected_end_s is not None
+            and covered_end_s < self.expected_end_s - _TRUNCATION_SLACK_S
         )
         cut = stopped_early or self.open_ended
         clips = []
-        for builder in self.pending:
+        for k, builder in enumerate(self.pending):
             if cut and builder.plan.end_s > covered_end_s:
+                if k > 0 and self.pending[k - 1].plan.end_s >= covered_end_s:
+                    continue  # overlapping windows: the previous one already covers what is left
                 self._cut(builder, covered_end_s)
             while not builder.resolved:
                 builder.picks.append(self._rgb(last))
@@ -480,12 +772,16 @@ class _Sampler:
 
     def _emit(self, builder: _Builder) -> DecodedClip:
         plan = builder.plan
+        frame_ts_s = tuple(ts for ts, _ in builder.picks)
         return DecodedClip(
             clip_index=plan.clip_index,
             start_s=plan.start_s,
             end_s=plan.end_s,
-            frame_ts_s=tuple(ts for ts, _ in builder.picks),
+            frame_ts_s=frame_ts_s,
             frames=np.stack([rgb for _, rgb in builder.picks]),
+            frame_offset_s=tuple(
+                ts - t for ts, t in zip(frame_ts_s, plan.target_ts_s, strict=True)
+            ),
         )
 
     def _rgb(self, frame: _Frame) -> tuple[float, np.ndarray]:

@@ -2,16 +2,28 @@
 
 Rules (all times in seconds from the stream's first frame):
 
-- Windows are fixed ``clip_s`` slices of ``[0, duration)``; the last one is shorter. A trailing
-  sliver shorter than one source frame interval is folded into the previous window rather than
-  becoming a clip of its own: it holds at most one frame, and a clip made of that one frame
-  repeated ``min_frames`` times would only add noise (and a float duration such as 25.000001
-  would otherwise create a phantom clip).
-- Frames per clip: ``round(clip_len x fps)`` (or ``num_frames``), clamped to
-  ``[min_frames, max_frames]``, then moved to a multiple of ``frame_factor`` that stays inside
-  that range.
+- ``fixed`` windows are ``clip_s`` long and start every ``clip_s - overlap_s`` seconds over
+  ``[0, duration)``; the last one ends at the duration. A trailing sliver (the part of the last
+  window not already covered by the previous one) shorter than one source frame interval is
+  folded into the previous window rather than becoming a clip of its own: it holds at most one
+  new frame, and a clip made of that frame repeated ``min_frames`` times would only add noise
+  (and a float duration such as 25.000001 would otherwise create a phantom clip).
+- ``scenes`` windows run from cut to cut; a scene shorter than ``min_clip_s`` is merged into the
+  next one (the last into the previous one), and one longer than ``max_clip_s`` is split into
+  equal parts.
+- Frames per clip follow qwen-vl-utils' ``smart_nframes`` applied to the window:
+  ``floor_by_factor(clamp(clip_len x fps, ceil_by_factor(min_frames), floor_by_factor(max_frames)))``
+  in fps mode, ``round_by_factor(num_frames)`` (Python's half-to-even ``round``) clamped to the
+  same range in num_frames mode. Two deliberate differences, both tested against the package:
+  qwen-vl-utils also caps the count at the number of source frames (so a 3-frame video gets 2),
+  where we keep ``min_frames`` and repeat frames, because every clip must have a count the
+  model accepts; and it does not clamp ``nframes`` to ``[min_frames, max_frames]``, where we do,
+  because ``max_frames`` bounds memory.
 - Targets are the centres of equal sub-intervals of the window, so they never sit on the
-  window edges and are spread evenly however long the window is.
+  window edges and are spread evenly however long the window is. (qwen-vl-utils takes
+  ``linspace(0, total_frames - 1, n).round()`` over the whole video, which always includes the
+  first and the last frame; per window that would sample each cut's two sides twice and bias
+  short clips to their edges, so we keep the centres.)
 - Each target takes the decoded frame whose PTS is nearest; ties go to the earlier frame. A clip
   with fewer distinct frames than targets therefore repeats frames; that is deliberate, so every
   clip has a frame count the vision model accepts.
@@ -41,25 +53,56 @@ class ClipPlan:
 
 
 def clip_windows(
-    duration_s: float, clip_s: float, frame_interval_s: float
+    duration_s: float, clip_s: float, frame_interval_s: float, overlap_s: float = 0.0
 ) -> list[tuple[float, float]]:
-    """Fixed windows over ``[0, duration_s)``; a tail shorter than one frame interval is folded."""
+    """Fixed windows over ``[0, duration_s)`` (see the module rules for the folded tail)."""
     if duration_s <= 0:
         raise ValueError(f"duration_s must be positive, got {duration_s}")
-    count = max(1, math.ceil(duration_s / clip_s - 1e-9))
-    windows = [(k * clip_s, min((k + 1) * clip_s, duration_s)) for k in range(count)]
-    if len(windows) > 1 and windows[-1][1] - windows[-1][0] < frame_interval_s:
+    if not 0 <= overlap_s < clip_s:
+        raise ValueError(f"overlap_s={overlap_s} must be in [0, clip_s={clip_s})")
+    step = clip_s - overlap_s
+    count = max(1, math.ceil((duration_s - clip_s) / step - 1e-9) + 1)
+    windows = [(k * step, min(k * step + clip_s, duration_s)) for k in range(count)]
+    if len(windows) > 1 and windows[-1][1] - windows[-2][1] < frame_interval_s:
         tail_end = windows.pop()[1]
         windows[-1] = (windows[-1][0], tail_end)
     return windows
 
 
+def scene_windows(
+    cuts_s: Sequence[float], end_s: float, min_clip_s: float, max_clip_s: float
+) -> list[tuple[float, float]]:
+    """Windows from scene cut times over ``[0, end_s)``: short scenes merged, long ones split."""
+    if end_s <= 0:
+        raise ValueError(f"end_s must be positive, got {end_s}")
+    bounds = [0.0] + sorted(c for c in set(cuts_s) if 0 < c < end_s) + [end_s]
+    merged: list[float] = [0.0]
+    for b in bounds[1:-1]:
+        if b - merged[-1] >= min_clip_s:
+            merged.append(b)
+    if len(merged) > 1 and end_s - merged[-1] < min_clip_s:
+        merged.pop()  # the last scene is too short: it joins the previous one
+    merged.append(end_s)
+    windows = []
+    for start, stop in zip(merged, merged[1:], strict=False):
+        parts = max(1, math.ceil((stop - start) / max_clip_s - 1e-9))
+        step = (stop - start) / parts
+        windows += [
+            (start + k * step, stop if k == parts - 1 else start + (k + 1) * step)
+            for k in range(parts)
+        ]
+    return windows
+
+
 def num_samples(clip_len_s: float, cfg: DecodeConfig) -> int:
     """How many frames a clip of this length gets (see the module rules)."""
-    want = cfg.num_frames if cfg.num_frames is not None else math.floor(clip_len_s * cfg.fps + 0.5)
     lowest, highest = _valid_counts(cfg)
-    nearest = math.floor(want / cfg.frame_factor + 0.5) * cfg.frame_factor
-    return min(max(nearest, lowest), highest)
+    factor = cfg.frame_factor
+    if cfg.num_frames is not None:
+        wanted = round(cfg.num_frames / factor) * factor
+        return min(max(wanted, lowest), highest)
+    wanted = min(max(clip_len_s * cfg.fps, lowest), highest)
+    return max(math.floor(wanted / factor + 1e-9) * factor, lowest)
 
 
 def valid_count_at_least(n: int, cfg: DecodeConfig) -> int:
@@ -88,12 +131,13 @@ def target_times(start_s: float, end_s: float, n: int) -> tuple[float, ...]:
 
 
 def plan_clips(duration_s: float, cfg: DecodeConfig, frame_interval_s: float) -> list[ClipPlan]:
-    """Every clip of a video whose duration is known: windows, then targets inside each."""
-    plans = []
-    for index, (start, end) in enumerate(clip_windows(duration_s, cfg.clip_s, frame_interval_s)):
-        n = num_samples(end - start, cfg)
-        plans.append(ClipPlan(index, start, end, target_times(start, end, n)))
-    return plans
+    """Every fixed clip of a video whose duration is known: windows, then targets inside each."""
+    return plan_windows(clip_windows(duration_s, cfg.clip_s, frame_interval_s, cfg.overlap_s), cfg)
+
+
+def plan_windows(windows: Sequence[tuple[float, float]], cfg: DecodeConfig) -> list[ClipPlan]:
+    """Targets inside each given window."""
+    return [plan_clip(index, start, end, cfg) for index, (start, end) in enumerate(windows)]
 
 
 def plan_clip(index: int, start_s: float, end_s: float, cfg: DecodeConfig) -> ClipPlan:

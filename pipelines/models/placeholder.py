@@ -3,7 +3,9 @@
 Qwen-VL, LLaVA-OneVision, LLaVA-NeXT-Video and SmolVLM all work the same way once the
 vision tower has run: the chat prompt's visual placeholder is expanded to one token per
 row of the encoder output, and the rows reach ``generate`` as precomputed encoder outputs
-(``mm_encoder_outputs``), so the LM half never loads or runs the tower. This base holds
+(``mm_encoder_outputs``), so the LM half never loads or runs the tower. BLIP-2 and
+IDEFICS reuse the loading and decoding here but hand their rows over their own way
+(``visual_inputs``/``generate_kwargs``). This base holds
 loading (each half drops the other's submodules), prompt checks, batched left-padded
 generation and decoding; a family supplies ``encode``, ``request_text`` and
 ``visual_inputs``.

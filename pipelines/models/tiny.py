@@ -616,6 +616,258 @@ def build_vision_encoder_decoder(
     return _sharpen_and_save(model, preprocessor, out, eos_id=eos, pad_id=eos)
 
 
+# BLIP-2 (OPT LM): no chat template; the processor puts the query-token placeholders
+# before the BOS that the OPT tokenizer prepends.
+BLIP2_SPECIAL_TOKENS = ("<pad>", "</s>", "<unk>", "<image>")
+
+
+def build_blip2(
+    out_dir: str | Path,
+    *,
+    family: str = "blip-2",
+    hidden_size: int = 64,
+    num_layers: int = 2,
+    vision_dim: int = 32,
+    vision_depth: int = 2,
+    qformer_dim: int = 32,
+    num_query_tokens: int = 8,
+    image_size: int = 32,
+    seed: int = 0,
+) -> Path:
+    """Build a tiny BLIP-2 (ViT tower, Q-Former with ``num_query_tokens`` queries, OPT LM)."""
+    from transformers import (
+        Blip2Config,
+        Blip2ForConditionalGeneration,
+        Blip2Processor,
+        BlipImageProcessor,
+    )
+
+    out = Path(out_dir)
+    tokenizer = build_bpe_tokenizer(
+        BLIP2_SPECIAL_TOKENS,
+        bos="</s>",
+        prepend_bos=True,  # OPT's tokenizer prepends </s>
+        eos="</s>",
+        pad="<pad>",
+        # No named image_token: Blip2Processor registers "<image>" itself (and, in this
+        # transformers, fails on a tokenizer that already names one).
+    )
+    ids = {t: tokenizer.convert_tokens_to_ids(t) for t in BLIP2_SPECIAL_TOKENS}
+    config = Blip2Config(
+        vision_config=dict(
+            hidden_size=vision_dim,
+            intermediate_size=vision_dim * 2,
+            num_hidden_layers=vision_depth,
+            num_attention_heads=2,
+            image_size=image_size,
+            patch_size=16,
+            initializer_range=0.02,  # the default (1e-10) leaves the tower blind to pixels
+        ),
+        qformer_config=dict(
+            hidden_size=qformer_dim,
+            intermediate_size=qformer_dim * 2,
+            num_hidden_layers=2,
+            num_attention_heads=2,
+            encoder_hidden_size=vision_dim,
+            cross_attention_frequency=1,
+        ),
+        text_config=dict(
+            model_type="opt",
+            vocab_size=len(tokenizer),
+            hidden_size=hidden_size,
+            ffn_dim=hidden_size * 2,
+            num_hidden_layers=num_layers,
+            num_attention_heads=max(2, hidden_size // 32),
+            max_position_embeddings=512,
+            bos_token_id=ids["</s>"],
+            eos_token_id=ids["</s>"],
+            pad_token_id=ids["<pad>"],
+            tie_word_embeddings=False,
+        ),
+        num_query_tokens=num_query_tokens,
+        image_token_index=ids["<image>"],
+        tie_word_embeddings=False,
+    )
+    torch.manual_seed(seed)
+    model = Blip2ForConditionalGeneration(config).eval()
+    with torch.no_grad():
+        # Init leaves the learned queries at zero, so every query row of a frame would be
+        # the same; a trained model's queries differ.
+        model.query_tokens.normal_(std=1.0)
+        # At init the queries drown out what they read from the image (frames differ by
+        # ~1e-3 in the projected rows); a stronger cross-attention makes rows follow pixels.
+        for layer in model.qformer.encoder.layer:
+            layer.crossattention.attention.value.weight.mul_(10.0)
+            layer.crossattention.output.dense.weight.mul_(10.0)
+    processor = Blip2Processor(
+        image_processor=BlipImageProcessor(size={"height": image_size, "width": image_size}),
+        tokenizer=tokenizer,
+        num_query_tokens=num_query_tokens,
+    )
+    return _sharpen_and_save(model, processor, out, eos_id=ids["</s>"], pad_id=ids["<pad>"])
+
+
+# IDEFICS (open Flamingo; Llama LM): the processor writes "<s>", then per image
+# "<fake_token_around_image><image><fake_token_around_image>" (consecutive images share the
+# fake token between them); instruct checkpoints end user turns with <end_of_utterance>.
+IDEFICS_SPECIAL_TOKENS = (
+    "<unk>",
+    "<s>",
+    "</s>",
+    "<fake_token_around_image>",
+    "<image>",
+    "<end_of_utterance>",
+)
+
+
+def build_idefics(
+    out_dir: str | Path,
+    *,
+    family: str = "idefics",
+    hidden_size: int = 64,
+    num_layers: int = 2,
+    vision_dim: int = 32,
+    vision_depth: int = 2,
+    num_latents: int = 4,
+    image_size: int = 32,
+    seed: int = 0,
+) -> Path:
+    """Build a tiny IDEFICS (CLIP-style tower, Perceiver resampler, gated cross-attention)."""
+    from transformers import IdeficsConfig, IdeficsForVisionText2Text, IdeficsProcessor
+    from transformers.models.idefics import IdeficsImageProcessor
+
+    out = Path(out_dir)
+    tokenizer = build_bpe_tokenizer(
+        IDEFICS_SPECIAL_TOKENS, bos="<s>", eos="</s>", pad="<unk>", prepend_bos=False
+    )
+    ids = {t: tokenizer.convert_tokens_to_ids(t) for t in IDEFICS_SPECIAL_TOKENS}
+    heads = max(2, hidden_size // 32)
+    config = IdeficsConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=hidden_size,
+        intermediate_size=hidden_size * 2,
+        num_hidden_layers=num_layers,
+        num_attention_heads=heads,
+        max_position_embeddings=512,
+        bos_token_id=ids["<s>"],
+        eos_token_id=ids["</s>"],
+        pad_token_id=ids["<unk>"],
+        # Checkpoints learn the tanh gates of the cross-attention; init at zero would make
+        # the LM ignore the images entirely.
+        alpha_initializer="ones",
+        cross_layer_interval=1,
+        use_resampler=True,
+        vision_config=dict(
+            embed_dim=vision_dim,
+            intermediate_size=vision_dim * 2,
+            num_hidden_layers=vision_depth,
+            num_attention_heads=2,
+            image_size=image_size,
+            patch_size=16,
+        ),
+        perceiver_config=dict(
+            use_resampler=True,
+            resampler_n_latents=num_latents,
+            resampler_depth=1,
+            resampler_n_heads=2,
+            resampler_head_dim=16,
+        ),
+        tie_word_embeddings=False,
+    )
+    torch.manual_seed(seed)
+    model = IdeficsForVisionText2Text(config).eval()
+    with torch.no_grad():
+        # At init the resampler's learned latents drown out what they read from the frame
+        # (frames differ by ~1e-2); stronger values make the latents follow the pixels.
+        for attention, _ in model.model.perceiver_resampler.blocks:
+            attention.v_proj.weight.mul_(10.0)
+            attention.output_proj.weight.mul_(10.0)
+    processor = IdeficsProcessor(
+        image_processor=IdeficsImageProcessor(image_size=image_size),
+        tokenizer=tokenizer,
+        image_size=image_size,
+    )
+    return _sharpen_and_save(model, processor, out, eos_id=ids["</s>"], pad_id=ids["<unk>"])
+
+
+def build_qwen3_vl(
+    out_dir: str | Path,
+    *,
+    family: str = "qwen3_vl",
+    hidden_size: int = 64,
+    num_layers: int = 2,
+    vision_dim: int = 32,
+    vision_depth: int = 2,
+    seed: int = 0,
+) -> Path:
+    """Build a tiny Qwen3-VL: timestamped frame groups, and deepstack features from the first
+    vision layers added after the first LM layers (one per layer, as many as both have)."""
+    from transformers import (
+        Qwen2VLImageProcessor,
+        Qwen3VLConfig,
+        Qwen3VLForConditionalGeneration,
+        Qwen3VLProcessor,
+        Qwen3VLVideoProcessor,
+    )
+
+    out = Path(out_dir)
+    tokenizer = build_tokenizer()
+    ids = {t: tokenizer.convert_tokens_to_ids(t) for t in QWEN_SPECIAL_TOKENS}
+    heads = max(2, hidden_size // 32)
+    head_dim = hidden_size // heads
+    half = head_dim // 2
+    mrope = [half - 2 * (half // 3), half // 3, half // 3]
+    patch = 16
+    config = Qwen3VLConfig(
+        text_config=dict(
+            **_tiny_text_config(tokenizer, hidden_size, num_layers),
+            head_dim=head_dim,
+            rope_parameters={
+                "rope_type": "default",
+                "rope_theta": 10000.0,
+                "mrope_section": mrope,
+                "mrope_interleaved": True,
+            },
+            bos_token_id=ids["<|endoftext|>"],
+            eos_token_id=ids["<|im_end|>"],
+            pad_token_id=ids["<|endoftext|>"],
+        ),
+        vision_config=dict(
+            depth=vision_depth,
+            hidden_size=vision_dim,
+            intermediate_size=vision_dim * 2,
+            num_heads=2,
+            patch_size=patch,
+            spatial_merge_size=2,
+            temporal_patch_size=2,
+            out_hidden_size=hidden_size,
+            num_position_embeddings=64,  # an 8x8 learned grid, interpolated per frame size
+            deepstack_visual_indexes=list(range(min(vision_depth, num_layers))),
+        ),
+        image_token_id=ids["<|image_pad|>"],
+        video_token_id=ids["<|video_pad|>"],
+        vision_start_token_id=ids["<|vision_start|>"],
+        vision_end_token_id=ids["<|vision_end|>"],
+        tie_word_embeddings=False,
+    )
+    torch.manual_seed(seed)
+    model = Qwen3VLForConditionalGeneration(config).eval()
+    # Small pixel budgets keep the tiny model fast on CPU; real checkpoints ship their own.
+    factor = patch * 2
+    size = {"shortest_edge": factor * factor * 4, "longest_edge": factor * factor * 64}
+    processor = Qwen3VLProcessor(
+        image_processor=Qwen2VLImageProcessor(patch_size=patch, merge_size=2, size=size),
+        video_processor=Qwen3VLVideoProcessor(
+            patch_size=patch, size=size, cap_pixels_per_frame=True
+        ),
+        tokenizer=tokenizer,
+        chat_template=QWEN_CHAT_TEMPLATE,
+    )
+    return _sharpen_and_save(
+        model, processor, out, eos_id=ids["<|im_end|>"], pad_id=ids["<|endoftext|>"]
+    )
+
+
 FAMILIES = {
     "qwen2_vl": build_qwen_vl,
     "qwen2_5_vl": build_qwen_vl,
@@ -623,6 +875,9 @@ FAMILIES = {
     "llava_next_video": build_llava_next_video,
     "smolvlm": build_smolvlm,
     "vision-encoder-decoder": build_vision_encoder_decoder,
+    "blip-2": build_blip2,
+    "idefics": build_idefics,
+    "qwen3_vl": build_qwen3_vl,
 }
 
 

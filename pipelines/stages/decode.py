@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
+import threading
 import time
 from collections.abc import Iterator
 
@@ -9,6 +12,7 @@ import av
 
 from pipelines.config import DecodeConfig
 from pipelines.errors import ErrorCode, MediaError, StageError
+from pipelines.faults import AttemptLog, maybe_crash, quarantine_code
 from pipelines.media.decode import iter_clips
 from pipelines.records import Clip, ClipRef, FailedClip, VideoTask
 from pipelines.stage import FanOutStage, Resources
@@ -17,15 +21,52 @@ from pipelines.stage import FanOutStage, Resources
 class DecodeStage(FanOutStage[VideoTask, Clip | FailedClip]):
     name = "decode"
 
-    def __init__(self, config: DecodeConfig, num_cpus: float = 1.0) -> None:
+    def __init__(
+        self,
+        config: DecodeConfig,
+        num_cpus: float = 1.0,
+        attempts: AttemptLog | None = None,
+        max_attempts: int = 3,
+    ) -> None:
         self.config = config
         self._resources = Resources(num_cpus=num_cpus)
+        self.attempts = attempts
+        self.max_attempts = max_attempts
 
     @property
     def resources(self) -> Resources:
         return self._resources
 
     def iter_outputs(self, item: VideoTask) -> Iterator[Clip | FailedClip]:
+        if self.attempts is not None:
+            earlier, reasons = self.attempts.start(item.video_key)
+            if earlier >= self.max_attempts:
+                code = quarantine_code(reasons)
+                message = f"quarantined after {earlier} attempts that each killed the worker"
+                error = StageError(code, message, self.name)
+                yield FailedClip(ClipRef.for_video_error(item), error)
+                return
+        outputs = self._clips(item)
+        previous: Clip | FailedClip | None = None
+        with self._watchdog(item) as watchdog:
+            while True:
+                # Only time spent decoding counts, not time the consumer holds a clip.
+                with watchdog.busy():
+                    current = next(outputs, None)
+                if current is None:
+                    break
+                if previous is not None:
+                    yield previous
+                previous = current
+        if previous is None:
+            previous = self._failure(
+                item, 0, ErrorCode.EMPTY, "no clip could be cut", time.perf_counter()
+            )
+        # The final row carries last=True so the writer knows the video is complete.
+        yield _with_last(previous)
+
+    def _clips(self, item: VideoTask) -> Iterator[Clip | FailedClip]:
+        maybe_crash(item.source)
         produced = 0
         started = time.perf_counter()
         try:
@@ -39,6 +80,7 @@ class DecodeStage(FanOutStage[VideoTask, Clip | FailedClip]):
                     end_s=decoded.end_s,
                     frame_ts_s=tuple(decoded.frame_ts_s),
                     partial=decoded.partial,
+                    video_key=item.video_key,
                 )
                 now = time.perf_counter()
                 yield Clip(ref, decoded.frames, decode_s=now - started)
@@ -50,6 +92,10 @@ class DecodeStage(FanOutStage[VideoTask, Clip | FailedClip]):
             # An FFmpeg error the media layer did not classify is still a property of this
             # file, not of the worker: record it rather than failing the job.
             yield self._failure(item, produced, ErrorCode.CORRUPT, f"FFmpeg: {exc}", started)
+        except MemoryError:
+            if self.attempts is not None:
+                self.attempts.reason(item.video_key, "oom")
+            raise
 
     def _failure(
         self, item: VideoTask, produced: int, code: ErrorCode, message: str, started: float
@@ -57,6 +103,57 @@ class DecodeStage(FanOutStage[VideoTask, Clip | FailedClip]):
         ref = ClipRef.for_video_error(item)
         if produced:
             # Clips before the failure were emitted; this row stands for the rest.
-            ref = ClipRef(item.video_id, item.source, item.prompt, produced, 0.0, 0.0)
+            ref = ClipRef(
+                item.video_id,
+                item.source,
+                item.prompt,
+                produced,
+                0.0,
+                0.0,
+                video_key=item.video_key,
+            )
         error = StageError(code, message, self.name)
         return FailedClip(ref, error, decode_s=time.perf_counter() - started)
+
+    def _watchdog(self, item: VideoTask) -> _Watchdog:
+        # The media layer checks its budget between packets; a decoder stuck inside one
+        # call never returns to check. Past twice the budget the worker is ended, so Ray
+        # retries and the attempt log turns a repeat offender into a decode_timeout row.
+        return _Watchdog(self.config.timeout_s * 2 + 30, self.attempts, item.video_key)
+
+
+class _Watchdog:
+    def __init__(self, limit_s: float, attempts: AttemptLog | None, video_key: str) -> None:
+        self.limit_s, self.attempts, self.video_key = limit_s, attempts, video_key
+        self._busy_since: float | None = None
+        self._done = threading.Event()
+
+    @contextlib.contextmanager
+    def busy(self) -> Iterator[None]:
+        self._busy_since = time.monotonic()
+        try:
+            yield
+        finally:
+            self._busy_since = None
+
+    def _watch(self) -> None:
+        while not self._done.wait(1.0):
+            since = self._busy_since
+            if since is not None and time.monotonic() - since > self.limit_s:
+                if self.attempts is not None:
+                    self.attempts.reason(self.video_key, "timeout")
+                os._exit(1)
+
+    def __enter__(self) -> _Watchdog:
+        threading.Thread(target=self._watch, daemon=True).start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._done.set()
+
+
+def _with_last(item: Clip | FailedClip) -> Clip | FailedClip:
+    ref = ClipRef(**{**item.ref.__dict__, "last": True})
+    if isinstance(item, Clip):
+        return Clip(ref, item.frames, item.decode_s)
+    return FailedClip(ref, item.error, item.decode_s)

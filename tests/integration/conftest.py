@@ -12,6 +12,7 @@ def ray_session():
     # Enough logical CPUs for a decode task plus one encoder and one LM actor on a
     # 2-core machine; the stages take turns on the real cores.
     ray.init(
+        address="local",  # never attach to some other cluster found via RAY_ADDRESS
         num_cpus=4,
         include_dashboard=False,
         configure_logging=False,

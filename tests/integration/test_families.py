@@ -21,6 +21,9 @@ CASES = [
     ("smolvlm", {}),
     ("vision-encoder-decoder", {"encoder": "clip"}),
     ("vision-encoder-decoder", {"encoder": "timesformer"}),
+    ("blip-2", {}),
+    ("idefics", {}),
+    ("qwen3_vl", {}),
 ]
 
 

@@ -71,9 +71,10 @@ def test_vfr_picks_follow_pts_not_frame_index(vfr_mkv):
     info = decode.probe(vfr_mkv, CFG)
     assert info.duration_s == pytest.approx(3.8)  # MKV declares last PTS + one frame
     (clip,) = decode.iter_clips(vfr_mkv, CFG)
-    # 8 targets at 0.2375 + 0.475 j against frames at VFR_PTS.
-    assert clip.frame_ts_s == pytest.approx((0.05, 0.5, 1.3, 2.0, 2.0, 2.0, 3.7, 3.7))
-    assert indices(clip) == [1, 2, 3, 5, 5, 5, 6, 6]
+    # 3.8 s x 2 fps = 7.6 -> floored to 6 targets at (j + 0.5) x 3.8 / 6 against VFR_PTS;
+    # 2.85 s is a tie between 2.0 and 3.7 and goes to the earlier frame.
+    assert clip.frame_ts_s == pytest.approx((0.5, 1.3, 1.31, 2.0, 2.0, 3.7))
+    assert indices(clip) == [2, 3, 4, 5, 5, 6]
     assert set(clip.frame_ts_s) <= set(vfr_pts)
 
 

@@ -65,3 +65,19 @@ def test_theora_with_empty_packets_decodes_to_the_end():
     clips = list(decode.iter_clips(str(TESTSET / "panda3d__PandaSneezes.ogv"), DecodeConfig()))
     assert clips[-1].end_s == pytest.approx(14.0)
     assert clips[-1].frame_ts_s[-1] > 13.0
+
+
+CORPUS = TESTSET.parent / "corpus"
+# Packed MPEG-4 in AVI: frame times come out of order, so skipping must fall back to a full decode.
+OUT_OF_ORDER = ["mmaction2__test.avi", "mmaction2__S001C001P001R001A001_rgb.avi"]
+
+
+@pytest.mark.parametrize("name", OUT_OF_ORDER)
+def test_skipping_never_changes_picks_on_out_of_order_times(name):
+    path = CORPUS / name
+    if not path.is_file():
+        pytest.skip(f"{path} not present")
+    skipping = list(decode.iter_clips(str(path), DecodeConfig(max_side_px=64)))
+    full = list(decode.iter_clips(str(path), DecodeConfig(max_side_px=64, nonref_margin_s=0.0)))
+    assert [c.frame_ts_s for c in skipping] == [c.frame_ts_s for c in full]
+    assert all(np.array_equal(a.frames, b.frames) for a, b in zip(skipping, full, strict=True))

@@ -1,0 +1,141 @@
+"""IDEFICS (the open Flamingo reproduction): frames as interleaved images, gated cross-attention.
+
+Each sampled frame is one image of the prompt: the processor writes ``<s>User:``, then per
+frame ``<fake_token_around_image><image>`` (one closing fake token after the last), then
+the text. The LM never sees visual rows as tokens; its gated cross-attention layers attend,
+from every text token, to the rows of the latest image before it (Flamingo's masking), and
+the frames before reach later tokens through their ``<image>`` tokens' hidden states.
+
+What crosses the stage boundary per clip: ``image_hidden_states`` (frames, rows, vision
+hidden) — what the cross-attention attends to: the Perceiver resampler's latents when the
+checkpoint uses one (all released ones do), else the tower's last hidden state. Tiny model
+(4 latents, width 32, float32): 4 frames give (4, 4, 32) = 2,048 bytes (2,136 serialized);
+idefics-9b gives 64 latents of 1280 per frame (bf16: ~164 KB per frame).
+
+The fused ``generate`` accepts precomputed features, but only as ``image_encoder_embeddings``
+(the tower's output), which it resamples again at every step; precomputed
+``perceiver_embeddings`` break at the second step, where the model feeds its own cached
+features back as ``image_encoder_embeddings`` beside them. So the LM half, which holds no
+resampler, is configured ``use_resampler=False`` and given the latents as
+``image_encoder_embeddings``: every step then sees the very rows the fused model recomputes.
+Instruct checkpoints end the answer with ``<end_of_utterance>`` and must not write image
+tokens; the LM half stops and bans them as the model card's ``generate`` call does.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from transformers import AutoProcessor, IdeficsForVisionText2Text
+from transformers.models.idefics.processing_idefics import (
+    image_attention_mask_for_packed_input_ids,
+    incremental_to_binary_attention_mask,
+)
+
+from pipelines.models import register
+from pipelines.models.base import FramesInput, GenRequest
+from pipelines.models.placeholder import PlaceholderFamily
+
+FAKE_TOKEN = "<fake_token_around_image>"
+IMAGE_TOKEN = "<image>"
+END_OF_UTTERANCE = "<end_of_utterance>"
+
+
+@register
+class Idefics(PlaceholderFamily):
+    model_types = ("idefics",)
+
+    def _load(self) -> IdeficsForVisionText2Text:
+        cfg = self.config
+        self.processor = AutoProcessor.from_pretrained(cfg.model, revision=cfg.revision)
+        self.video_token = IMAGE_TOKEN  # the placeholder users may not type
+        model = IdeficsForVisionText2Text.from_pretrained(
+            cfg.model, revision=cfg.revision, dtype=self.dtype
+        )
+        return model.eval()
+
+    # -- encoder half ------------------------------------------------------------------
+
+    def load_encoder(self) -> None:
+        model = self._load()
+        self.vision_model = model.model.vision_model.to(self.device)
+        # The LM, its cross-attention layers and lm_head go with the discarded model.
+        resampler = model.model.perceiver_resampler if model.config.use_resampler else None
+        self.resampler = None if resampler is None else resampler.to(self.device)
+
+    @torch.inference_mode()
+    def encode(self, clips: Sequence[FramesInput]) -> list[dict[str, torch.Tensor]]:
+        # Frames are independent through tower and resampler: all clips' in one batch.
+        pixels = self.processor.image_processor(
+            [f for c in clips for f in c.frames], return_tensors="pt"
+        )
+        rows = self.vision_model(pixel_values=pixels.to(self.device, self.dtype)).last_hidden_state
+        if self.resampler is not None:
+            rows = self.resampler(rows)
+        rows = rows.cpu()
+        results, start = [], 0
+        for clip in clips:
+            results.append({"image_hidden_states": rows[start : start + len(clip.frames)]})
+            start += len(clip.frames)
+        return results
+
+    # -- language-model half -----------------------------------------------------------
+
+    def load_lm(self) -> None:
+        model = self._load()
+        model.model.vision_model = None  # the encoder actor owns tower and resampler
+        if model.config.use_resampler:
+            del model.model.perceiver_resampler
+            model.config.use_resampler = False  # rows arrive resampled (see module doc)
+        self.lm = model.to(self.device)
+        self.max_positions = model.config.max_position_embeddings
+        tok = self.tokenizer
+        known = set(tok.get_vocab())
+        self.end_of_utterance = END_OF_UTTERANCE if END_OF_UTTERANCE in known else ""
+        gen = self.lm.generation_config
+        if self.end_of_utterance:  # instruct checkpoints: the turn ends the answer
+            eos = gen.eos_token_id
+            eos = list(eos) if isinstance(eos, (list, tuple)) else [eos]
+            gen.eos_token_id = [*eos, tok.convert_tokens_to_ids(END_OF_UTTERANCE)]
+        gen.bad_words_ids = [[tok.convert_tokens_to_ids(t)] for t in (IMAGE_TOKEN, FAKE_TOKEN)]
+
+    def prompt_text(self, prompt: str, num_frames: int) -> str:
+        """What the processor writes for ``["User:", *frames, prompt, eou, "\\nAssistant:"]``."""
+        images = FAKE_TOKEN + (IMAGE_TOKEN + FAKE_TOKEN) * num_frames
+        return (
+            f"{self.tokenizer.bos_token}User:{images}{prompt.strip(' ')}"
+            f"{self.end_of_utterance}\nAssistant:"
+        )
+
+    def request_text(self, request: GenRequest) -> str:
+        return self.prompt_text(request.prompt, request.encoded["image_hidden_states"].shape[0])
+
+    def generate_kwargs(self, requests: Sequence[GenRequest], texts: list[str]) -> dict:
+        tok = self.tokenizer
+        enc = tok(
+            texts,
+            add_special_tokens=False,  # the text already starts with BOS, as the processor's
+            return_tensors="pt",
+            padding=True,
+            padding_side="left",
+        )
+        frames = max(r.encoded["image_hidden_states"].shape[0] for r in requests)
+        # Token -> latest preceding image, exactly as the processor computes it.
+        latest, _ = image_attention_mask_for_packed_input_ids(enc["input_ids"], tok, "pt")
+        image_mask = incremental_to_binary_attention_mask(latest, "pt", num_classes=frames)
+        return {
+            "input_ids": enc["input_ids"].to(self.device),
+            "attention_mask": enc["attention_mask"].to(self.device),
+            "image_attention_mask": image_mask.to(self.device),
+            **self.visual_inputs(requests),
+        }
+
+    def visual_inputs(self, requests: Sequence[GenRequest]) -> dict:
+        # (batch, frames, rows, hidden); clips with fewer frames are zero-padded, which the
+        # image attention mask hides (the processor pads pixel_values the same way).
+        rows = [r.encoded["image_hidden_states"] for r in requests]
+        padded = torch.zeros(len(rows), max(len(r) for r in rows), *rows[0].shape[1:])
+        for i, r in enumerate(rows):
+            padded[i, : len(r)] = r
+        return {"image_encoder_embeddings": padded.to(self.device, self.dtype)}

@@ -1,0 +1,123 @@
+"""The writer commits whole videos only, once each; the output folder is the ledger."""
+
+from __future__ import annotations
+
+import pyarrow.fs as pafs
+import pyarrow.parquet as pq
+import pytest
+
+from pipelines.config import JobConfig
+from pipelines.errors import ErrorCode
+from pipelines.faults import AttemptLog, quarantine_code
+from pipelines.keys import row_key, video_keys
+from pipelines.output import COLUMNS, ShardWriter, committed_video_keys
+from pipelines.resume import RunConflict, prepare_output
+
+FS = pafs.LocalFileSystem()
+
+
+def row(video: str, clip: int, last: bool = False, error: str = "") -> dict:
+    base = {name: None for name, _, _ in COLUMNS}
+    base.update(
+        video_id=video,
+        source=f"/{video}.mp4",
+        clip_index=clip,
+        start_s=0.0,
+        end_s=1.0,
+        frame_ts_s=[0.5],
+        partial=False,
+        prompt="p",
+        text="" if error else f"{video}{clip}",
+        model_id="m",
+        model_revision="",
+        prompt_tokens=3,
+        output_tokens=0 if error else 2,
+        decode_s=0.1,
+        encode_s=0.1,
+        generate_s=0.1,
+        error_code=error,
+        error_message="x" if error else "",
+        error_stage="decode" if error else "",
+        video_key=f"k-{video}",
+        row_key=f"r-{video}-{clip}",
+        last=last,
+    )
+    return base
+
+
+def read_rows(out) -> list[tuple]:
+    table = pq.read_table(f"{out}/clips")
+    return sorted(
+        zip(
+            table.column("video_id").to_pylist(),
+            table.column("clip_index").to_pylist(),
+            strict=True,
+        )
+    )
+
+
+def test_only_complete_videos_are_committed_in_any_arrival_order(tmp_path):
+    w = ShardWriter(str(tmp_path), FS, "m", session="s1", commit_interval_s=0)
+    w.add([row("a", 1, last=True), row("b", 0)])
+    assert committed_video_keys(FS, str(tmp_path)) == set()  # a lacks clip 0, b its last
+    w.add([row("a", 0)])
+    assert committed_video_keys(FS, str(tmp_path)) == {"k-a"}
+    w.add([row("b", 1, last=True), row("a", 0)])  # a re-sent by a retried task: ignored
+    summary = w.close(inputs=2)
+    assert read_rows(tmp_path) == [("a", 0), ("a", 1), ("b", 0), ("b", 1)]
+    assert (summary.rows, summary.clips, summary.processed) == (4, 4, 2)
+
+
+def test_video_level_error_replaces_partial_rows(tmp_path):
+    w = ShardWriter(str(tmp_path), FS, "m", session="s1", commit_interval_s=0)
+    w.add([row("q", 0), row("q", -1, last=True, error="worker_crash")])
+    summary = w.close(inputs=1)
+    assert read_rows(tmp_path) == [("q", -1)]
+    assert summary.errors_by_code == {"worker_crash": 1}
+
+
+def test_unfinished_video_is_never_written(tmp_path):
+    w = ShardWriter(str(tmp_path), FS, "m", session="s1", commit_interval_s=0)
+    w.add([row("a", 0), row("b", 0, last=True)])
+    assert w.incomplete_videos == 1
+    w.commit()
+    assert committed_video_keys(FS, str(tmp_path)) == {"k-b"}
+    (tmp_path / "clips" / ".part-x.parquet.tmp").write_bytes(b"half")  # a crashed write
+    assert committed_video_keys(FS, str(tmp_path)) == {"k-b"}
+
+
+def test_run_settings_conflict_and_overwrite(tmp_path):
+    out = str(tmp_path / "o")
+    base = dict(inputs=["x"], out=out)
+    key = prepare_output(FS, out, JobConfig(**base))
+    assert prepare_output(FS, out, JobConfig(**base)) == key  # same settings: resume
+    with pytest.raises(RunConflict, match=r"different settings \(prompt\).*--overwrite"):
+        prepare_output(FS, out, JobConfig(**base, prompt="Other prompt"))
+    (tmp_path / "o" / "clips").mkdir()
+    other = prepare_output(FS, out, JobConfig(**base, prompt="Other prompt", overwrite=True))
+    assert other != key and not (tmp_path / "o" / "clips").exists()
+
+
+def test_keys_are_stable_and_track_content_changes(tmp_path):
+    f = tmp_path / "v.mp4"
+    f.write_bytes(b"one")
+    k1 = video_keys([str(f)])
+    assert video_keys([str(f)]) == k1
+    assert video_keys([str(tmp_path / "missing.mp4")]) == video_keys(
+        [str(tmp_path / "missing.mp4")]
+    )
+    c1 = video_keys([str(f)], "content")
+    f.write_bytes(b"two")
+    assert video_keys([str(f)], "content") != c1
+    assert row_key("k", 0, "p", "r") != row_key("k", 1, "p", "r")
+
+
+def test_attempt_log_counts_per_session_and_reasons(tmp_path):
+    log = AttemptLog(FS, str(tmp_path), "s1")
+    assert log.start("v") == (0, set())
+    log.reason("v", "timeout")
+    assert log.start("v") == (1, {"timeout"})
+    assert quarantine_code({"timeout"}) is ErrorCode.DECODE_TIMEOUT
+    assert quarantine_code(set()) is ErrorCode.WORKER_CRASH
+    assert AttemptLog(FS, str(tmp_path), "s2").start("v") == (0, set())
+    assert log.retries() == 1
