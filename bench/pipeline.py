@@ -125,7 +125,9 @@ def main() -> None:
     )
     ap.add_argument("--hidden", type=int, default=512)
     ap.add_argument("--layers", type=int, default=4)
-    ap.add_argument("--max-new-tokens", type=int, default=16)
+    ap.add_argument("--max-new-tokens", type=int, default=32)
+    ap.add_argument("--encoder-batch", type=int, default=8)
+    ap.add_argument("--lm-batch", type=int, default=16)
     args = ap.parse_args()
 
     import ray
@@ -140,8 +142,11 @@ def main() -> None:
         prompt=PROMPT,
         model={"model": str(model)},
         generation={"max_new_tokens": args.max_new_tokens},
+        encoder={"batch_size": args.encoder_batch},
+        lm={"batch_size": args.lm_batch},
     )
     ray.init(
+        address="local",
         num_cpus=max(3, os.cpu_count() or 1),
         include_dashboard=False,
         configure_logging=False,
@@ -185,6 +190,8 @@ def main() -> None:
         "clips": clips,
         "videos": len(sources),
         "model": f"tiny qwen2_vl hidden={args.hidden} layers={args.layers}",
+        "max_new_tokens": args.max_new_tokens,
+        "batches": {"encoder": args.encoder_batch, "lm": args.lm_batch},
         "runs": args.runs,
         "cpu_count": os.cpu_count(),
         "median_s": {k: round(v, 2) for k, v in med.items()},

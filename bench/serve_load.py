@@ -95,7 +95,7 @@ def main() -> None:
     model = build_tiny_model("qwen2_vl", work / "model", hidden_size=args.hidden, num_layers=4)
     video = work / "clip.mp4"
     synth.write_video(video, seconds=4.0, fps=10.0, width=128, height=96, pattern="moving")
-    ray.init(num_cpus=4, include_dashboard=False, log_to_driver=False)
+    ray.init(address="local", num_cpus=4, include_dashboard=False, log_to_driver=False)
     serve.start(http_options={"host": "127.0.0.1", "port": 8399})
     small = {"num_cpus": 0.5}
     lm = {
