@@ -28,7 +28,21 @@ def _digest(*parts: object) -> str:
 
 
 def video_keys(sources: Sequence[str], mode: KeyMode = "stat") -> list[str]:
-    """One key per source; a missing or unreadable file still gets a stable key."""
+    """One distinct key per source; a missing or unreadable file still gets a stable key.
+
+    Two inputs with the same bytes (``content`` mode) are still two inputs: the second
+    one's key also hashes its source, so each keeps its own rows.
+    """
+    keys = _raw_keys(sources, mode)
+    seen: set[str] = set()
+    for i, key in enumerate(keys):
+        if key in seen:
+            keys[i] = _digest("duplicate", key, sources[i])
+        seen.add(keys[i])
+    return keys
+
+
+def _raw_keys(sources: Sequence[str], mode: KeyMode) -> list[str]:
     keys = []
     for source in sources:
         fs, path = filesystem_for(source)

@@ -20,6 +20,7 @@ from pydantic import ValidationError
 from ray import serve
 from ray.serve.exceptions import BackPressureError
 from ray.serve.handle import DeploymentHandle
+from starlette.background import BackgroundTask
 
 from pipelines.errors import ErrorCode, StageError
 from pipelines.inputs import video_id_for
@@ -81,6 +82,7 @@ class Ingress:
     ) -> None:
         self.config = config
         self.decoder, self.encoder, self.lm = decoder, encoder, lm
+        self._inflight = 0
 
     # -- plumbing ------------------------------------------------------------------------
 
@@ -118,6 +120,24 @@ class Ingress:
                     {"Retry-After": RETRY_AFTER_S},
                 ) from None
             raise
+
+    def _admit(self) -> None:
+        """Refuse at the door when the pipeline is full, before spending any work on it.
+
+        Refusing only at the LM's queue would let decode and encode burn CPU on requests
+        that are then dropped, slowing the admitted ones.
+        """
+        if self._inflight >= self.config.inflight_limit:
+            raise RequestError(
+                503,
+                "overloaded",
+                "the server is at capacity, retry shortly",
+                {"Retry-After": RETRY_AFTER_S},
+            )
+        self._inflight += 1
+
+    def _release(self) -> None:
+        self._inflight -= 1
 
     async def _media(self, url: str) -> bytes:
         try:
@@ -183,6 +203,11 @@ class Ingress:
                 )
             prompt, (kind, url) = split_messages(req)
             settings = req.settings(self.config.generation)
+            self._admit()
+        except RequestError as exc:
+            return _error_response(exc)
+        streaming = False
+        try:
             media = await self._guard(self._media(url))
             mode = "image" if kind == "image" else "chat"
             request_id = f"req-{uuid.uuid4().hex[:12]}"
@@ -196,8 +221,12 @@ class Ingress:
                 )
             encoded = await self._guard(self._encode(clips[0]))
             if req.stream:
+                streaming = True  # the stream releases the slot when it ends
                 return StreamingResponse(
-                    self._stream(req, encoded, settings), media_type="text/event-stream"
+                    self._stream(req, encoded, settings),
+                    media_type="text/event-stream",
+                    # Runs when the response ends, however it ends (client gone included).
+                    background=BackgroundTask(self._release),
                 )
             out = await self._guard(self.lm.generate.remote((encoded, settings)))
             if isinstance(out, StageError):
@@ -213,6 +242,9 @@ class Ingress:
             )
         except RequestError as exc:
             return _error_response(exc)
+        finally:
+            if not streaming:
+                self._release()
 
     async def _stream(self, req: ChatRequest, encoded: EncodedClip, settings):
         chunk_id = f"chatcmpl-{uuid.uuid4().hex}"
@@ -245,6 +277,10 @@ class Ingress:
         try:
             self._authorize(request)
             body = await _read_body(request, self.config.security.max_body_bytes)
+            self._admit()
+        except RequestError as exc:
+            return _error_response(exc)
+        try:
             media, source, prompt = await self._caption_input(request, body)
             video_id = video_id_for(source)
             started = time.perf_counter()
@@ -260,6 +296,8 @@ class Ingress:
             )
         except RequestError as exc:
             return _error_response(exc)
+        finally:
+            self._release()
 
     async def _caption_input(self, request: Request, body: bytes) -> tuple[bytes, str, str]:
         prompt = self.config.prompt

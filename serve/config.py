@@ -118,6 +118,12 @@ class ServeConfig(_Config):
     request_timeout_s: float = Field(default=120.0, gt=0, le=3600)
     """Past this a request answers 504."""
 
+    max_inflight: int | None = Field(default=None, ge=1, le=1_000_000)
+    """Requests one ingress replica lets into the model pipeline at once; beyond it a
+    request gets 503 before any media is fetched or decoded. None: what the LM deployment
+    can hold at most (max_replicas x (max_ongoing + max_queued)), split over the ingress
+    replicas."""
+
     security: SecurityConfig = SecurityConfig()
     """Authentication, body and fetch limits."""
 
@@ -136,3 +142,10 @@ class ServeConfig(_Config):
     @property
     def model_name(self) -> str:
         return self.served_model_name or self.model.model
+
+    @property
+    def inflight_limit(self) -> int:
+        if self.max_inflight is not None:
+            return self.max_inflight
+        per_replica = self.lm.max_ongoing_requests + max(0, self.lm.max_queued_requests)
+        return max(1, self.lm.max_replicas * per_replica // max(1, self.ingress.max_replicas))

@@ -14,11 +14,12 @@ import pytest
 import torch
 from transformers import AutoProcessor, Blip2ForConditionalGeneration
 
-from pipelines.config import GenerationConfig, ModelConfig
+from pipelines.config import GenerationConfig
 from pipelines.errors import ErrorCode, StageError
 from pipelines.models import resolve_family
 from pipelines.models.base import FramesInput, GenRequest
 from pipelines.models.blip2 import Blip2
+from tests.unit.models.split_helpers import load_halves, random_video
 
 PROMPT = "Describe this video."
 PROMPT_TEXT = "Question: Describe this video. Answer:"  # BLIP-2's documented QA format
@@ -26,7 +27,7 @@ FPS = 2.0
 
 
 def _video(seed: int, frames: int = 4, h: int = 48, w: int = 64) -> np.ndarray:
-    return np.random.default_rng(seed).integers(0, 255, size=(frames, h, w, 3), dtype=np.uint8)
+    return random_video(seed, frames, h, w)
 
 
 @pytest.fixture(scope="module")
@@ -34,9 +35,7 @@ def halves(tiny_model_dir):
     path = tiny_model_dir("blip-2")
     cls, model_type = resolve_family(path)
     assert cls is Blip2 and model_type == "blip-2"
-    enc, lm = cls(ModelConfig(model=path)), cls(ModelConfig(model=path))
-    enc.load_encoder()
-    lm.load_lm()
+    enc, lm = load_halves(cls, path)
     proc = AutoProcessor.from_pretrained(path)
     fused = Blip2ForConditionalGeneration.from_pretrained(path).eval()
     return enc, lm, proc, fused

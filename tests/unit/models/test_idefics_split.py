@@ -12,18 +12,19 @@ import pytest
 import torch
 from transformers import AutoProcessor, IdeficsForVisionText2Text
 
-from pipelines.config import GenerationConfig, ModelConfig
+from pipelines.config import GenerationConfig
 from pipelines.errors import ErrorCode, StageError
 from pipelines.models import resolve_family
 from pipelines.models.base import FramesInput, GenRequest
 from pipelines.models.idefics import Idefics
+from tests.unit.models.split_helpers import load_halves, random_video
 
 PROMPT = "Describe this video."
 FPS = 2.0
 
 
 def _video(seed: int, frames: int = 4, h: int = 48, w: int = 64) -> np.ndarray:
-    return np.random.default_rng(seed).integers(0, 255, size=(frames, h, w, 3), dtype=np.uint8)
+    return random_video(seed, frames, h, w)
 
 
 @pytest.fixture(scope="module")
@@ -31,9 +32,7 @@ def halves(tiny_model_dir):
     path = tiny_model_dir("idefics")
     cls, model_type = resolve_family(path)
     assert cls is Idefics and model_type == "idefics"
-    enc, lm = cls(ModelConfig(model=path)), cls(ModelConfig(model=path))
-    enc.load_encoder()
-    lm.load_lm()
+    enc, lm = load_halves(cls, path)
     proc = AutoProcessor.from_pretrained(path)
     fused = IdeficsForVisionText2Text.from_pretrained(path).eval()
     return enc, lm, proc, fused

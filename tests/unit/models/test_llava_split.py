@@ -7,19 +7,20 @@ import pytest
 import torch
 from transformers import AutoModelForImageTextToText, AutoProcessor
 
-from pipelines.config import GenerationConfig, ModelConfig
+from pipelines.config import GenerationConfig
 from pipelines.errors import ErrorCode, StageError
 from pipelines.models import resolve_family
 from pipelines.models.base import FramesInput, GenRequest
 from pipelines.models.llava_next_video import LlavaNextVideo
 from pipelines.models.llava_onevision import LlavaOnevision
+from tests.unit.models.split_helpers import load_halves, random_video
 
 PROMPT = "Describe this video."
 FPS = 2.0
 
 
 def _video(seed: int, frames: int = 4, h: int = 112, w: int = 112) -> np.ndarray:
-    return np.random.default_rng(seed).integers(0, 255, size=(frames, h, w, 3), dtype=np.uint8)
+    return random_video(seed, frames, h, w)
 
 
 FAMILIES = {"llava_onevision": LlavaOnevision, "llava_next_video": LlavaNextVideo}
@@ -32,9 +33,7 @@ def halves(request, tiny_model_dir):
     path = tiny_model_dir(request.param)
     cls, model_type = resolve_family(path)
     assert cls is FAMILIES[request.param] and model_type == request.param
-    enc, lm = cls(ModelConfig(model=path)), cls(ModelConfig(model=path))
-    enc.load_encoder()
-    lm.load_lm()
+    enc, lm = load_halves(cls, path)
     proc = AutoProcessor.from_pretrained(path)
     fused = AutoModelForImageTextToText.from_pretrained(path).eval()
     return enc, lm, proc, fused

@@ -9,27 +9,26 @@ from transformers import AutoModelForImageTextToText, AutoProcessor
 from transformers.modeling_outputs import BaseModelOutputWithPooling
 from transformers.video_utils import VideoMetadata
 
-from pipelines.config import GenerationConfig, ModelConfig
+from pipelines.config import GenerationConfig
 from pipelines.errors import ErrorCode, StageError
 from pipelines.models import family_for_model_type, resolve_family, supported_model_types
 from pipelines.models.base import FramesInput, GenRequest
 from tests.conftest import QWEN_FAMILIES
+from tests.unit.models.split_helpers import load_halves, random_video
 
 PROMPT = "Describe this video."
 FPS = 2.0
 
 
 def _video(seed: int, frames: int = 4, h: int = 112, w: int = 112) -> np.ndarray:
-    return np.random.default_rng(seed).integers(0, 255, size=(frames, h, w, 3), dtype=np.uint8)
+    return random_video(seed, frames, h, w)
 
 
 @pytest.fixture(scope="module", params=QWEN_FAMILIES)
 def halves(request, tiny_model_dir):
     path = tiny_model_dir(request.param)
     cls, _ = resolve_family(path)
-    enc, lm = cls(ModelConfig(model=path)), cls(ModelConfig(model=path))
-    enc.load_encoder()
-    lm.load_lm()
+    enc, lm = load_halves(cls, path)
     proc = AutoProcessor.from_pretrained(path)
     fused = AutoModelForImageTextToText.from_pretrained(path).eval()
     return enc, lm, proc, fused

@@ -14,12 +14,13 @@ import torch
 from transformers import AutoImageProcessor, AutoVideoProcessor, VisionEncoderDecoderModel
 from transformers.modeling_outputs import BaseModelOutput
 
-from pipelines.config import GenerationConfig, ModelConfig
+from pipelines.config import GenerationConfig
 from pipelines.errors import ErrorCode, StageError
 from pipelines.models import resolve_family
 from pipelines.models.base import FramesInput, GenRequest
 from pipelines.models.tiny import build_vision_encoder_decoder
 from pipelines.models.vision_encoder_decoder import VisionEncoderDecoder, resample_indices
+from tests.unit.models.split_helpers import load_halves, random_video
 
 FPS = 2.0
 PROMPT = "Describe this video."
@@ -27,7 +28,7 @@ NUM_FRAMES = 4  # the video encoders' fixed clip length in the tiny models
 
 
 def _video(seed: int, frames: int = 4, h: int = 48, w: int = 64) -> np.ndarray:
-    return np.random.default_rng(seed).integers(0, 255, size=(frames, h, w, 3), dtype=np.uint8)
+    return random_video(seed, frames, h, w)
 
 
 @pytest.fixture(scope="module", params=["clip", "videomae", "timesformer"])
@@ -39,9 +40,7 @@ def halves(request, tiny_model_dir, tmp_path_factory):
         path = str(build_vision_encoder_decoder(out, encoder=request.param, num_frames=NUM_FRAMES))
     cls, model_type = resolve_family(path)
     assert cls is VisionEncoderDecoder and model_type == "vision-encoder-decoder"
-    enc, lm = cls(ModelConfig(model=path)), cls(ModelConfig(model=path))
-    enc.load_encoder()
-    lm.load_lm()
+    enc, lm = load_halves(cls, path)
     fused = VisionEncoderDecoderModel.from_pretrained(path).eval()
     return request.param, enc, lm, fused, path
 

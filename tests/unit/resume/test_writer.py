@@ -121,3 +121,11 @@ def test_attempt_log_counts_per_session_and_reasons(tmp_path):
     assert quarantine_code(set()) is ErrorCode.WORKER_CRASH
     assert AttemptLog(FS, str(tmp_path), "s2").start("v") == (0, set())
     assert log.retries() == 1
+
+
+def test_identical_files_keep_distinct_keys(tmp_path):
+    a, b = tmp_path / "a.mp4", tmp_path / "b.mp4"
+    a.write_bytes(b"same")
+    b.write_bytes(b"same")
+    ka, kb = video_keys([str(a), str(b)], "content")
+    assert ka != kb and video_keys([str(a), str(b)], "content") == [ka, kb]
