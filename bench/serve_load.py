@@ -83,6 +83,12 @@ def main() -> None:
     ap.add_argument("--capacity", type=int, default=2)
     ap.add_argument("--queue", type=int, default=2)
     ap.add_argument("--max-tokens", type=int, default=32)
+    ap.add_argument(
+        "--max-inflight",
+        type=int,
+        default=None,
+        help="ingress admission limit (default: derived from the LM's capacity)",
+    )
     args = ap.parse_args()
 
     import ray
@@ -111,6 +117,7 @@ def main() -> None:
         decoder={**small, "max_ongoing_requests": 8},
         encoder={**small, "max_ongoing_requests": 8},
         lm=lm,
+        max_inflight=args.max_inflight,
     )
     serve.run(build_app(config), name="vidcap", route_prefix="/")
     url = "http://127.0.0.1:8399/v1/chat/completions"
@@ -135,6 +142,7 @@ def main() -> None:
         "model": f"tiny qwen2_vl hidden={args.hidden} layers=4, max_tokens={args.max_tokens}",
         "lm_capacity": args.capacity,
         "lm_queue": args.queue,
+        "ingress_inflight_limit": config.inflight_limit,
         "at_1x": one,
         "at_3x": three,
         "p99_ratio_3x_vs_1x": round(three["p99_s"] / one["p99_s"], 2)

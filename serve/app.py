@@ -192,6 +192,11 @@ class Ingress:
     async def chat(self, request: Request):
         try:
             self._authorize(request)
+            self._admit()  # before reading the body: a refusal must cost next to nothing
+        except RequestError as exc:
+            return _error_response(exc)
+        streaming = False
+        try:
             body = await _read_body(request, self.config.security.max_body_bytes)
             try:
                 req = ChatRequest.model_validate_json(body)
@@ -203,11 +208,6 @@ class Ingress:
                 )
             prompt, (kind, url) = split_messages(req)
             settings = req.settings(self.config.generation)
-            self._admit()
-        except RequestError as exc:
-            return _error_response(exc)
-        streaming = False
-        try:
             media = await self._guard(self._media(url))
             mode = "image" if kind == "image" else "chat"
             request_id = f"req-{uuid.uuid4().hex[:12]}"
@@ -276,11 +276,11 @@ class Ingress:
         """Caption every clip of an uploaded (multipart ``file``) or referenced (``url``) video."""
         try:
             self._authorize(request)
-            body = await _read_body(request, self.config.security.max_body_bytes)
             self._admit()
         except RequestError as exc:
             return _error_response(exc)
         try:
+            body = await _read_body(request, self.config.security.max_body_bytes)
             media, source, prompt = await self._caption_input(request, body)
             video_id = video_id_for(source)
             started = time.perf_counter()

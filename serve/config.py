@@ -120,9 +120,10 @@ class ServeConfig(_Config):
 
     max_inflight: int | None = Field(default=None, ge=1, le=1_000_000)
     """Requests one ingress replica lets into the model pipeline at once; beyond it a
-    request gets 503 before any media is fetched or decoded. None: what the LM deployment
-    can hold at most (max_replicas x (max_ongoing + max_queued)), split over the ingress
-    replicas."""
+    request gets 503 before its body is read. None: what the LM deployment works on at
+    full scale (max_replicas x max_ongoing_requests), split over the ingress replicas, so
+    an admitted chat request never waits in the LM's queue (captions requests, which fan
+    out one LM call per clip, still use it)."""
 
     security: SecurityConfig = SecurityConfig()
     """Authentication, body and fetch limits."""
@@ -147,5 +148,5 @@ class ServeConfig(_Config):
     def inflight_limit(self) -> int:
         if self.max_inflight is not None:
             return self.max_inflight
-        per_replica = self.lm.max_ongoing_requests + max(0, self.lm.max_queued_requests)
-        return max(1, self.lm.max_replicas * per_replica // max(1, self.ingress.max_replicas))
+        total = self.lm.max_replicas * self.lm.max_ongoing_requests
+        return max(1, total // max(1, self.ingress.max_replicas))

@@ -49,6 +49,6 @@ def test_every_serve_field_is_documented(model):
 
 def test_inflight_limit_defaults_to_what_the_lm_can_hold():
     lm = {"max_replicas": 2, "max_ongoing_requests": 3, "max_queued_requests": 1}
-    assert ServeConfig(lm=lm).inflight_limit == 8
-    assert ServeConfig(lm=lm, ingress={"max_replicas": 2}).inflight_limit == 4
+    assert ServeConfig(lm=lm).inflight_limit == 6
+    assert ServeConfig(lm=lm, ingress={"max_replicas": 2}).inflight_limit == 3
     assert ServeConfig(lm=lm, max_inflight=5).inflight_limit == 5
