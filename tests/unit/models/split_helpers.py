@@ -18,3 +18,23 @@ def load_halves(cls: type[VideoLMFamily], path: str) -> tuple[VideoLMFamily, Vid
     enc.load_encoder()
     lm.load_lm()
     return enc, lm
+
+
+def check_prompt_errors_are_item_errors(enc, lm, clip, prompt: str) -> None:
+    """A too-long prompt and one smuggling the video placeholder fail alone, as item errors."""
+    from pipelines.config import GenerationConfig
+    from pipelines.errors import ErrorCode, StageError
+    from pipelines.models.base import GenRequest
+
+    encoded = enc.encode([clip])[0]
+    ok, too_long, placeholder = lm.generate(
+        [
+            GenRequest(encoded, prompt),
+            GenRequest(encoded, "word " * lm.max_positions),
+            GenRequest(encoded, f"what is {lm.video_token}?"),
+        ],
+        GenerationConfig(max_new_tokens=4),
+    )
+    assert not isinstance(ok, StageError) and ok.token_ids
+    assert isinstance(too_long, StageError) and too_long.code is ErrorCode.PROMPT_TOO_LONG
+    assert isinstance(placeholder, StageError) and placeholder.code is ErrorCode.MODEL_ERROR

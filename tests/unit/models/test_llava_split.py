@@ -8,12 +8,15 @@ import torch
 from transformers import AutoModelForImageTextToText, AutoProcessor
 
 from pipelines.config import GenerationConfig
-from pipelines.errors import ErrorCode, StageError
 from pipelines.models import resolve_family
 from pipelines.models.base import FramesInput, GenRequest
 from pipelines.models.llava_next_video import LlavaNextVideo
 from pipelines.models.llava_onevision import LlavaOnevision
-from tests.unit.models.split_helpers import load_halves, random_video
+from tests.unit.models.split_helpers import (
+    check_prompt_errors_are_item_errors,
+    load_halves,
+    random_video,
+)
 
 PROMPT = "Describe this video."
 FPS = 2.0
@@ -117,15 +120,4 @@ def test_each_half_loads_only_its_weights(halves):
 
 def test_prompt_errors_are_item_errors_beside_good_items(halves):
     enc, lm, _, _ = halves
-    encoded = enc.encode([FramesInput(_video(0), FPS)])[0]
-    ok, too_long, placeholder = lm.generate(
-        [
-            GenRequest(encoded, PROMPT),
-            GenRequest(encoded, "word " * lm.max_positions),
-            GenRequest(encoded, f"what is {lm.video_token}?"),
-        ],
-        GenerationConfig(max_new_tokens=4),
-    )
-    assert not isinstance(ok, StageError) and ok.token_ids
-    assert isinstance(too_long, StageError) and too_long.code is ErrorCode.PROMPT_TOO_LONG
-    assert isinstance(placeholder, StageError) and placeholder.code is ErrorCode.MODEL_ERROR
+    check_prompt_errors_are_item_errors(enc, lm, FramesInput(_video(0), FPS), PROMPT)

@@ -9,11 +9,14 @@ from transformers import AutoModelForImageTextToText, AutoProcessor
 from transformers.video_utils import VideoMetadata
 
 from pipelines.config import GenerationConfig
-from pipelines.errors import ErrorCode, StageError
 from pipelines.models import resolve_family
 from pipelines.models.base import FramesInput, GenRequest
 from pipelines.models.qwen3_vl import Qwen3VL
-from tests.unit.models.split_helpers import load_halves, random_video
+from tests.unit.models.split_helpers import (
+    check_prompt_errors_are_item_errors,
+    load_halves,
+    random_video,
+)
 
 PROMPT = "Describe this video."
 FPS = 2.0
@@ -126,15 +129,4 @@ def test_each_half_loads_only_its_weights(halves):
 
 def test_prompt_errors_are_item_errors_beside_good_items(halves):
     enc, lm, _, _ = halves
-    encoded = enc.encode([FramesInput(_video(0), FPS)])[0]
-    ok, too_long, placeholder = lm.generate(
-        [
-            GenRequest(encoded, PROMPT),
-            GenRequest(encoded, "word " * lm.max_positions),
-            GenRequest(encoded, f"what is {lm.video_token}?"),
-        ],
-        GenerationConfig(max_new_tokens=4),
-    )
-    assert not isinstance(ok, StageError) and ok.token_ids
-    assert isinstance(too_long, StageError) and too_long.code is ErrorCode.PROMPT_TOO_LONG
-    assert isinstance(placeholder, StageError) and placeholder.code is ErrorCode.MODEL_ERROR
+    check_prompt_errors_are_item_errors(enc, lm, FramesInput(_video(0), FPS), PROMPT)
