@@ -27,7 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import torch  # noqa: E402
 
 from pipelines.config import JobConfig  # noqa: E402
-from pipelines.inputs import expand_inputs  # noqa: E402
+from pipelines.inputs import default_asks, expand_inputs  # noqa: E402
 from pipelines.media import synth  # noqa: E402
 from pipelines.models.tiny import build_tiny_model  # noqa: E402
 from pipelines.records import Clip  # noqa: E402
@@ -87,7 +87,7 @@ def naive_loop(config: JobConfig, sources: list[str]) -> tuple[float, int]:
 
 
 def stages_alone(config: JobConfig, sources: list[str]) -> dict[str, float]:
-    tasks = expand_inputs(sources, PROMPT)
+    tasks = expand_inputs(sources, default_asks([PROMPT]))
     decode = DecodeStage(config.decode)
     t = time.perf_counter()
     clips = [c for task in tasks for c in decode.iter_outputs(task) if isinstance(c, Clip)]
@@ -139,7 +139,7 @@ def main() -> None:
     )
     base = dict(
         inputs=sources,
-        prompt=PROMPT,
+        prompts=[PROMPT],
         model={"model": str(model)},
         generation={"max_new_tokens": args.max_new_tokens},
         encoder={"batch_size": args.encoder_batch},

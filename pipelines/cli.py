@@ -29,7 +29,25 @@ def _add_caption_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", required=True, help="output directory or URI")
     p.add_argument("--model", default=None, help="hub id or local folder (default: %(default)s)")
     p.add_argument("--revision", default=None, help="hub revision of --model")
-    p.add_argument("--prompt", default=DEFAULT_PROMPT, help="prompt for every clip")
+    p.add_argument(
+        "--prompt",
+        action="append",
+        default=None,
+        help="prompt for every clip; repeat it to ask several from one encoding "
+        f"(default: {DEFAULT_PROMPT!r})",
+    )
+    p.add_argument(
+        "--prompts",
+        default=None,
+        metavar="FILE",
+        help="text file of prompts, one per line (blank lines and lines starting with # skipped)",
+    )
+    p.add_argument(
+        "--question",
+        action="append",
+        default=None,
+        help="question asked of every clip (rows with task=qa); repeatable",
+    )
     p.add_argument(
         "--fps", type=float, default=None, help=f"frames sampled per second (default {d.fps})"
     )
@@ -75,11 +93,48 @@ def _add_caption_args(p: argparse.ArgumentParser) -> None:
         help="fail, naming the stuck stage, when no row arrives for this long",
     )
     p.add_argument(
+        "--summarize",
+        action="store_true",
+        help="also write videos/: one summary per video from its timestamped clip captions",
+    )
+    p.add_argument(
+        "--summary-max-new-tokens", type=int, default=256, help="most tokens per summary"
+    )
+    p.add_argument(
+        "--summary-context-tokens",
+        type=int,
+        default=None,
+        help="token budget per summary call (default: the model's context); longer input is "
+        "summarized in parts, then the parts together",
+    )
+    p.add_argument(
         "--commit-interval-s",
         type=float,
         default=30.0,
         help="commit finished videos at least this often",
     )
+
+
+def read_prompts_file(path: str) -> list[str]:
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ValueError(f"cannot read --prompts {path}: {exc}") from exc
+    prompts = [line.strip() for line in text.splitlines()]
+    prompts = [p for p in prompts if p and not p.startswith("#")]
+    if not prompts:
+        raise ValueError(f"--prompts {path} holds no prompt")
+    return prompts
+
+
+def job_prompts(args: argparse.Namespace) -> list[str]:
+    """--prompt values, then --prompts file lines; the default only when no ask was given."""
+    prompts = list(args.prompt or [])
+    if args.prompts:
+        prompts += read_prompts_file(args.prompts)
+    if not prompts and not args.question:
+        prompts = [DEFAULT_PROMPT]
+    return prompts
 
 
 def job_config_from_args(args: argparse.Namespace) -> JobConfig:
@@ -96,7 +151,8 @@ def job_config_from_args(args: argparse.Namespace) -> JobConfig:
     return JobConfig(
         inputs=args.inputs,
         out=args.out,
-        prompt=args.prompt,
+        prompts=job_prompts(args),
+        questions=args.question or [],
         decode=decode,
         model=model,
         generation={
@@ -122,6 +178,12 @@ def job_config_from_args(args: argparse.Namespace) -> JobConfig:
         max_attempts=args.max_attempts,
         stall_timeout_s=args.stall_timeout_s,
         commit_interval_s=args.commit_interval_s,
+        summarize={
+            "max_new_tokens": args.summary_max_new_tokens,
+            "context_tokens": args.summary_context_tokens,
+        }
+        if args.summarize
+        else None,
     )
 
 
@@ -142,6 +204,13 @@ def format_summary(s: Summary) -> str:
         *((f"busy {k} (s)", f"{v:.1f}") for k, v in s.stage_busy_s.items()),
         ("clips dataset", s.clips_path),
     ]
+    if s.videos_summarized or s.summary_errors or s.summaries_skipped_done:
+        lines += [
+            ("videos summarized", s.videos_summarized),
+            ("summary errors", s.summary_errors),
+            ("summaries done before", s.summaries_skipped_done),
+            ("videos dataset", s.clips_path.rsplit("/", 1)[0] + "/videos"),
+        ]
     width = max(len(k) for k, _ in lines)
     return "\n".join(f"{k.ljust(width)}  {v}" for k, v in lines)
 
@@ -352,6 +421,12 @@ def build_parser() -> argparse.ArgumentParser:
     exp.add_argument("out", metavar="OUT", help="the run's output folder or URI")
     exp.add_argument("--format", choices=export.FORMATS, required=True)
     exp.add_argument("--dest", default=None, help="folder (default: OUT/export/FORMAT)")
+    exp.add_argument(
+        "--prompt-index",
+        type=int,
+        default=None,
+        help="only the rows of this prompt (the prompt_index column; default: every prompt)",
+    )
     exp.set_defaults(func=export.cmd_export)
     return parser
 

@@ -6,7 +6,7 @@ typo in a config file fails at start instead of being silently ignored.
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -167,6 +167,50 @@ class PoolConfig(_Config):
 
 DEFAULT_PROMPT = "Describe what happens in this video clip in one or two sentences."
 
+Prompt = Annotated[str, Field(min_length=1, max_length=8192)]
+
+
+DEFAULT_SUMMARY_PROMPT = (
+    "Below are timestamped descriptions of consecutive clips of one video{transcript}.\n\n"
+    "{lines}\n\nWrite a summary of the whole video in a few sentences."
+)
+DEFAULT_PART_PROMPT = (
+    "Below are timestamped descriptions of part of a video, from {start} to {end}"
+    "{transcript}.\n\n{lines}\n\nSummarize this part in a few sentences."
+)
+
+
+class SummaryConfig(_Config):
+    """The text-only step that turns a video's timestamped clip captions into one summary.
+
+    When the captions (and transcript) do not fit the model's context, they are summarized
+    in parts that fit, and the parts' summaries again, until one prompt holds everything
+    (map-reduce: nothing is truncated).
+    """
+
+    prompt: str = Field(default=DEFAULT_SUMMARY_PROMPT, min_length=1, max_length=8192)
+    """Final prompt; ``{lines}`` receives the timestamped lines, ``{transcript}`` a note when
+    speech lines are included."""
+
+    part_prompt: str = Field(default=DEFAULT_PART_PROMPT, min_length=1, max_length=8192)
+    """Prompt for one part; also gets ``{start}`` and ``{end}`` (mm:ss)."""
+
+    max_new_tokens: int = Field(default=256, ge=8, le=8192)
+    """Most tokens per summary (final and partial)."""
+
+    context_tokens: int | None = Field(default=None, ge=64)
+    """Prompt + output token budget per LM call; None uses the model's whole context."""
+
+    transcript: bool = True
+    """Add speech lines from the video's subtitles (sidecar .srt/.vtt, or a text stream)."""
+
+    @model_validator(mode="after")
+    def _check(self) -> SummaryConfig:
+        for name, text in (("prompt", self.prompt), ("part_prompt", self.part_prompt)):
+            if "{lines}" not in text:
+                raise ValueError(f"summary {name} must contain {{lines}}")
+        return self
+
 
 class JobConfig(_Config):
     """One offline captioning job: inputs, output, and every stage's settings."""
@@ -177,8 +221,12 @@ class JobConfig(_Config):
     out: str = Field(min_length=1)
     """Output directory or URI; receives ``clips/`` and ``summary.json``."""
 
-    prompt: str = Field(default=DEFAULT_PROMPT, min_length=1, max_length=8192)
-    """Prompt for every clip unless the manifest gives one per video."""
+    prompts: list[Prompt] = [DEFAULT_PROMPT]
+    """Prompts for every clip, each answered from the clip's one encoding, unless the
+    manifest gives the video its own prompts or questions."""
+
+    questions: list[Prompt] = []
+    """Questions asked of every clip of every video (task ``qa``), after the prompts."""
 
     decode: DecodeConfig = DecodeConfig()
     """Decode, chunking and sampling settings."""
@@ -221,3 +269,15 @@ class JobConfig(_Config):
 
     rows_per_shard: int = Field(default=5000, ge=1, le=10_000_000)
     """Commit a shard once this many rows of finished videos are waiting."""
+
+    summarize: SummaryConfig | None = None
+    """Also write ``videos/``: one summary per video from its clip captions (None: off)."""
+
+    @model_validator(mode="after")
+    def _check(self) -> JobConfig:
+        asks = self.prompts + self.questions
+        if not asks:
+            raise ValueError("give at least one prompt or question")
+        if len(set(asks)) != len(asks):
+            raise ValueError("a prompt or question appears twice")
+        return self

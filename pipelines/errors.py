@@ -30,6 +30,8 @@ class ErrorCode(str, enum.Enum):
     OOM = "oom"  # decoding this input ran out of memory on every allowed attempt
     FETCH_FAILED = "fetch_failed"  # a media URL could not be fetched (refused, timeout, HTTP error)
     INVALID_REQUEST = "invalid_request"  # an online request is malformed (no video, bad JSON)
+    OUT_OF_RANGE = "out_of_range"  # a question's time range overlaps no clip of the video
+    NO_CAPTIONS = "no_captions"  # a video summary has no clip caption to start from
 
 
 @dataclass(frozen=True)

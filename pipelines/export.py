@@ -4,7 +4,8 @@
 its ``video_id``, made filesystem-safe) with one cue per clip row: the clip's ``start_s`` and
 ``end_s`` are the cue times (seconds from the video's first frame, as in the Parquet), the row's
 ``text`` is the cue text. Error rows are skipped; rows with empty text too. Several prompts per
-clip give several cues with the same times (both formats allow overlapping cues).
+clip give several cues with the same times (both formats allow overlapping cues); ``--prompt-index
+N`` keeps one prompt's rows.
 
 Escaping, per format:
 
@@ -26,10 +27,10 @@ from collections.abc import Iterator
 from typing import Any
 
 import pyarrow as pa
-import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from pipelines.inputs import filesystem_for
+from pipelines.output import committed_shards
 
 FORMATS = ("srt", "vtt", "jsonl")
 JSONL_FIELDS = (
@@ -40,6 +41,8 @@ JSONL_FIELDS = (
     "end_s",
     "partial",
     "prompt",
+    "prompt_index",
+    "task",
     "text",
     "model_id",
     "output_tokens",
@@ -54,12 +57,7 @@ class RunNotFound(Exception):
 def read_clips(out: str, columns: list[str] | None = None) -> pa.Table:
     """All rows of ``OUT/clips``, shard by shard in name order (the order the writer wrote)."""
     fs, root = filesystem_for(out)
-    selector = pafs.FileSelector(f"{root.rstrip('/')}/clips", allow_not_found=True)
-    parts = sorted(
-        info.path
-        for info in fs.get_file_info(selector)
-        if info.base_name.startswith("part-") and info.base_name.endswith(".parquet")
-    )
+    parts = committed_shards(fs, f"{root.rstrip('/')}/clips")
     if not parts:
         raise RunNotFound(f"{out}: no clips/part-*.parquet; is this a vidcap output folder?")
     tables = []
@@ -143,20 +141,27 @@ def to_jsonl(rows: list[dict[str, Any]]) -> str:
 _WRITERS = {"srt": to_srt, "vtt": to_vtt, "jsonl": to_jsonl}
 
 
-def captioned_rows(table: pa.Table) -> Iterator[tuple[str, list[dict[str, Any]]]]:
-    """(video_id, its successful rows with text, ordered by clip start) for each video."""
+def captioned_rows(
+    table: pa.Table, prompt_index: int | None = None
+) -> Iterator[tuple[str, list[dict[str, Any]]]]:
+    """(video_id, its successful rows with text, ordered by clip start) for each video;
+    only the rows of one prompt when ``prompt_index`` is given."""
     by_video: dict[str, list[dict[str, Any]]] = {}
     for row in table.to_pylist():
         if row["error_code"] or row["clip_index"] < 0 or not srt_text(row["text"]):
             continue
+        if prompt_index is not None and row["prompt_index"] != prompt_index:
+            continue
         by_video.setdefault(row["video_id"], []).append(row)
     for video_id in sorted(by_video):
         rows = by_video[video_id]
-        rows.sort(key=lambda r: (r["start_s"], r["clip_index"], r["prompt"]))
+        rows.sort(key=lambda r: (r["start_s"], r["clip_index"], r["prompt_index"]))
         yield video_id, rows
 
 
-def export(out: str, fmt: str, dest: str | None = None) -> list[str]:
+def export(
+    out: str, fmt: str, dest: str | None = None, prompt_index: int | None = None
+) -> list[str]:
     """Write one ``<video>.<fmt>`` file per video with text; return the paths written."""
     if fmt not in _WRITERS:
         raise ValueError(f"unknown format {fmt!r}; choose one of {', '.join(FORMATS)}")
@@ -166,7 +171,7 @@ def export(out: str, fmt: str, dest: str | None = None) -> list[str]:
     fs, root = filesystem_for(dest)
     fs.create_dir(root, recursive=True)
     written = []
-    for video_id, rows in captioned_rows(table):
+    for video_id, rows in captioned_rows(table, prompt_index):
         path = f"{root.rstrip('/')}/{file_stem(video_id)}.{fmt}"
         with fs.open_output_stream(path) as f:
             f.write(_WRITERS[fmt](rows).encode())
@@ -178,7 +183,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     from pipelines.cli import UsageError
 
     try:
-        written = export(args.out, args.format, args.dest)
+        written = export(args.out, args.format, args.dest, args.prompt_index)
     except (RunNotFound, ValueError) as exc:
         raise UsageError(str(exc)) from exc
     where = args.dest or f"{args.out.rstrip('/')}/export/{args.format}"

@@ -12,11 +12,17 @@ import ray
 
 from pipelines.config import DecodeConfig, JobConfig, PoolConfig
 from pipelines.faults import AttemptLog
-from pipelines.inputs import expand_inputs, filesystem_for, tasks_to_arrow
-from pipelines.keys import video_keys
+from pipelines.inputs import default_asks, expand_inputs, filesystem_for, tasks_to_arrow
+from pipelines.keys import video_keys, work_key
 from pipelines.models import resolve_family
 from pipelines.models.base import SamplingHints
-from pipelines.output import ShardWriter, Summary, batch_rows, committed_video_keys
+from pipelines.output import (
+    ShardWriter,
+    Summary,
+    batch_rows,
+    committed_video_keys,
+    write_summary,
+)
 from pipelines.ray_data import Heartbeat, apply_fan_out, apply_map
 from pipelines.records import VideoTask
 from pipelines.resume import Journal, clear_scratch, journaled_keys, prepare_output
@@ -25,6 +31,7 @@ from pipelines.stages.encode import EncodeStage
 from pipelines.stages.generate import GenerateStage
 from pipelines.stall import HeartbeatTracker, StallWatchdog
 from pipelines.submit import check_workers_reach_out
+from pipelines.summaries import run_summaries
 
 log = logging.getLogger(__name__)
 
@@ -76,7 +83,9 @@ def plan_job(config: JobConfig) -> list[VideoTask]:
     """Everything that can fail because of what the user asked, before Ray starts."""
     family, model_type = resolve_family(config.model.model, config.model.revision)
     check_sampling(config.decode, family.hints, model_type)
-    return expand_inputs(config.inputs, config.prompt)
+    if config.summarize is not None and not family.supports_chat:
+        raise ValueError(f"{model_type} has no chat template: it cannot write video summaries")
+    return expand_inputs(config.inputs, default_asks(config.prompts, config.questions))
 
 
 def run_job(config: JobConfig, tasks: list[VideoTask] | None = None) -> Summary:
@@ -84,7 +93,10 @@ def run_job(config: JobConfig, tasks: list[VideoTask] | None = None) -> Summary:
     fs, out = filesystem_for(config.out)
     run = prepare_output(fs, out, config)
     keys = video_keys([t.source for t in tasks], config.video_key)
-    tasks = [dataclasses.replace(t, video_key=k) for t, k in zip(tasks, keys, strict=True)]
+    tasks = [
+        dataclasses.replace(t, video_key=work_key(k, t.asks))
+        for t, k in zip(tasks, keys, strict=True)
+    ]
     done = committed_video_keys(fs, out)
     todo = [t for t in tasks if t.video_key not in done]
     journaled = journaled_keys(fs, out)
@@ -126,6 +138,11 @@ def run_job(config: JobConfig, tasks: list[VideoTask] | None = None) -> Summary:
         rework=rework,
     )
     clear_scratch(fs, out)
+    if config.summarize is not None:
+        init_ray(config)
+        for name, value in run_summaries(config, _gpus(config.lm)).items():
+            setattr(summary, name, value)
+        write_summary(fs, out, summary)
     return summary
 
 

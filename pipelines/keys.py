@@ -6,7 +6,9 @@
 - run key: everything that changes the text of a row — model and revision, prompt,
   decode/sampling and generation settings, output schema. Two runs with the same run key
   produce interchangeable rows.
-- row key: (video key, clip index, prompt, run key).
+- work key: the video key plus what is asked of that video (its prompts and questions),
+  so that a video asked new questions is new work, not "already done".
+- row key: (work key, clip index, prompt index, prompt, run key).
 """
 
 from __future__ import annotations
@@ -64,5 +66,9 @@ def run_key(settings: dict) -> str:
     return _digest("run", settings)
 
 
-def row_key(video_key: str, clip_index: int, prompt: str, run: str) -> str:
-    return _digest("row", video_key, clip_index, prompt, run)
+def work_key(video_key: str, asks: Sequence[object]) -> str:
+    return _digest("work", video_key, [a.to_dict() for a in asks])
+
+
+def row_key(video_key: str, clip_index: int, prompt_index: int, prompt: str, run: str) -> str:
+    return _digest("row", video_key, clip_index, prompt_index, prompt, run)

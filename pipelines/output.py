@@ -24,9 +24,9 @@ import pyarrow.parquet as pq
 
 from pipelines.errors import StageError
 from pipelines.keys import row_key
-from pipelines.records import ROW_DEFAULTS, VIDEO_LEVEL, Caption, ClipRef, error_fields
+from pipelines.records import ROW_DEFAULTS, Caption, ClipRef, asks_from_json, error_fields
 
-SCHEMA_VERSION = "1.1"
+SCHEMA_VERSION = "1.2"
 
 # name, type, description: the README's schema table is generated from this list.
 COLUMNS: list[tuple[str, pa.DataType, str]] = [
@@ -37,7 +37,13 @@ COLUMNS: list[tuple[str, pa.DataType, str]] = [
     ("end_s", pa.float64(), "Clip window end (exclusive), seconds."),
     ("frame_ts_s", pa.list_(pa.float64()), "PTS time in seconds of each sampled frame."),
     ("partial", pa.bool_(), "True when the file ended or broke inside this clip."),
-    ("prompt", pa.string(), "The user prompt the text answers."),
+    ("prompt", pa.string(), "The prompt or question the text answers."),
+    (
+        "prompt_index",
+        pa.int32(),
+        "Position of the prompt in the video's list (job prompts, then questions).",
+    ),
+    ("task", pa.string(), "`caption` for a prompt, `qa` for a question."),
     ("text", pa.string(), "Generated text; empty on error rows."),
     ("model_id", pa.string(), "Hub id or local folder of the model."),
     ("model_revision", pa.string(), "Hub revision asked for; empty for the default branch."),
@@ -53,8 +59,16 @@ COLUMNS: list[tuple[str, pa.DataType, str]] = [
         pa.string(),
         "Stage that failed: decode, encode or generate; empty on success.",
     ),
-    ("video_key", pa.string(), "Content identity of the input (path+size+mtime, or bytes hash)."),
-    ("row_key", pa.string(), "Unique key of the row: video key, clip, prompt and run settings."),
+    (
+        "video_key",
+        pa.string(),
+        "Identity of the work item: the input (path+size+mtime, or bytes hash) and its asks.",
+    ),
+    (
+        "row_key",
+        pa.string(),
+        "Unique key of the row: video key, clip, prompt and its index, run settings.",
+    ),
 ]
 SCHEMA = pa.schema(
     [pa.field(name, typ) for name, typ, _ in COLUMNS],
@@ -71,10 +85,14 @@ def batch_rows(
     rows = []
     for i in range(n):
         row = {name: values[i] for name, values in cols.items()}
+        (ask,) = asks_from_json(str(batch["asks"][i]))
+        row.update(prompt=ask.text, prompt_index=ask.index, task=ask.task)
         row["frame_ts_s"] = np.asarray(batch["frame_ts_s"][i], dtype=np.float64).tolist()
         row["model_id"], row["model_revision"] = model_id, model_revision
-        row["row_key"] = row_key(row["video_key"], row["clip_index"], row["prompt"], run)
+        row["row_key"] = row_key(row["video_key"], row["clip_index"], ask.index, row["prompt"], run)
         row["last"] = bool(batch["last"][i])
+        row["video_rows"] = int(batch["video_rows"][i])
+        row["attempt"] = int(batch["attempt"][i])
         rows.append(row)
     return rows
 
@@ -105,6 +123,12 @@ class Summary:
     """Decode attempts beyond the first (a worker died while decoding)."""
     rework: int = 0
     """Clips captioned again that an interrupted earlier run had already captioned."""
+    videos_summarized: int = 0
+    """``--summarize``: videos with a summary row written by this run."""
+    summary_errors: int = 0
+    """``--summarize``: summary rows written with an error (e.g. no caption to start from)."""
+    summaries_skipped_done: int = 0
+    """``--summarize``: videos whose summary an earlier run had committed."""
     clips_path: str = ""
 
 
@@ -126,32 +150,38 @@ class ShardWriter:
         self.rows_per_shard = rows_per_shard
         self.commit_interval_s = commit_interval_s
         self.summary = Summary(model_id=model_id, clips_path=self.clips_dir)
-        self._open: dict[str, dict[int, dict]] = {}  # video key -> clip index -> row
+        self._open: dict[str, dict[tuple[int, int], dict]] = {}  # key -> (clip, ask) -> row
         self._expected: dict[str, int] = {}  # video key -> number of rows, once known
+        self._attempt: dict[str, int] = {}  # video key -> decode attempt its open rows are from
         self._done: set[str] = set()
         self._pending: list[dict] = []
         self._last_commit = time.monotonic()
         self._shard = 0
         self._errors: Counter[str] = Counter()
         self._videos_ok: set[str] = set()
-        self._busy = Counter[str]()
+        self._busy = Counter[str]({"decode": 0.0, "encode": 0.0, "generate": 0.0})
         self._started = time.perf_counter()
         fs.create_dir(self.clips_dir, recursive=True)
 
     def add(self, rows: list[dict]) -> None:
         for row in rows:
             key = row["video_key"]
+            last, video_rows, attempt = row.pop("last"), row.pop("video_rows"), row.pop("attempt")
             if key in self._done:
                 continue  # a retried task re-sent rows of a video already complete
-            if row["clip_index"] == VIDEO_LEVEL:
-                # A video-level error (or a quarantine) replaces whatever came before it.
-                self._open[key], self._expected[key] = {VIDEO_LEVEL: row}, 1
-            else:
-                self._open.setdefault(key, {})[row["clip_index"]] = row
-                if row.pop("last"):
-                    self._expected[key] = row["clip_index"] + 1
-            row.pop("last", None)
-            if len(self._open.get(key, ())) == self._expected.get(key, -1):
+            current = self._attempt.get(key, -1)
+            if attempt < current:
+                continue  # from a decode attempt that died and was retried
+            if attempt > current:
+                # A new decode attempt (a retry, or a quarantine row) replaces what an
+                # attempt that died had already sent.
+                self._attempt[key] = attempt
+                self._open[key] = {}
+                self._expected.pop(key, None)
+            self._open[key][(row["clip_index"], row["prompt_index"])] = row
+            if last:
+                self._expected[key] = video_rows
+            if len(self._open[key]) == self._expected.get(key, -1):
                 self._complete(key)
         if (
             len(self._pending) >= self.rows_per_shard
@@ -161,32 +191,31 @@ class ShardWriter:
 
     def _complete(self, key: str) -> None:
         rows = [row for _, row in sorted(self._open.pop(key).items())]
-        del self._expected[key]
+        del self._expected[key], self._attempt[key]
         self._done.add(key)
         self._pending.extend(rows)
         s = self.summary
+        s.clips += len({row["clip_index"] for row in rows if not row["error_code"]})
         for row in rows:
             s.rows += 1
             if row["error_code"]:
                 self._errors[row["error_code"]] += 1
             else:
                 self._videos_ok.add(key)
-                s.clips += 1
             s.prompt_tokens += row["prompt_tokens"]
             s.output_tokens += row["output_tokens"]
-            for stage in ("decode", "encode", "generate"):
+            self._busy["generate"] += row["generate_s"]
+        # Each ask of a clip repeats the clip's decode and encode time: count it once.
+        for row in {row["clip_index"]: row for row in rows}.values():
+            for stage in ("decode", "encode"):
                 self._busy[stage] += row[f"{stage}_s"]
 
     def commit(self) -> None:
         self._last_commit = time.monotonic()
         if not self._pending:
             return
-        table = pa.Table.from_pylist(self._pending, schema=SCHEMA)
         name = f"part-{self.session}-{self._shard:05d}.parquet"
-        tmp = f"{self.clips_dir}/.{name}.tmp"
-        with self.fs.open_output_stream(tmp) as f:
-            pq.write_table(table, f)
-        self.fs.move(tmp, f"{self.clips_dir}/{name}")
+        write_shard(self.fs, self.clips_dir, name, pa.Table.from_pylist(self._pending, SCHEMA))
         self._shard += 1
         self._pending = []
 
@@ -208,20 +237,45 @@ class ShardWriter:
         s.clips_per_s = round(s.clips / s.wall_s, 3) if s.wall_s else 0.0
         s.output_tokens_per_s = round(s.output_tokens / s.wall_s, 3) if s.wall_s else 0.0
         s.stage_busy_s = {k: round(v, 3) for k, v in self._busy.items()}
-        with self.fs.open_output_stream(f"{self.out}/summary.json") as f:
-            f.write(json.dumps(asdict(s), indent=2).encode())
+        write_summary(self.fs, self.out, s)
         return s
 
 
-def committed_video_keys(fs: pafs.FileSystem, out: str) -> set[str]:
-    """Videos whose rows are in committed shards (leftover ``.tmp`` files are ignored)."""
-    selector = pafs.FileSelector(f"{out.rstrip('/')}/clips", allow_not_found=True)
+def write_summary(fs: pafs.FileSystem, out: str, summary: Summary) -> None:
+    with fs.open_output_stream(f"{out.rstrip('/')}/summary.json") as f:
+        f.write(json.dumps(asdict(summary), indent=2).encode())
+
+
+def write_shard(fs: pafs.FileSystem, folder: str, name: str, table: pa.Table) -> None:
+    """Write ``folder/name`` under a temporary name, then rename: the rename is the commit."""
+    tmp = f"{folder}/.{name}.tmp"
+    with fs.open_output_stream(tmp) as f:
+        pq.write_table(table, f)
+    fs.move(tmp, f"{folder}/{name}")
+
+
+def committed_shards(fs: pafs.FileSystem, folder: str) -> list[str]:
+    """Paths of the committed ``part-*.parquet`` shards of a folder, in name order."""
+    selector = pafs.FileSelector(folder, allow_not_found=True)
+    return sorted(
+        info.path
+        for info in fs.get_file_info(selector)
+        if info.base_name.startswith("part-") and info.base_name.endswith(".parquet")
+    )
+
+
+def committed_keys(fs: pafs.FileSystem, folder: str) -> set[str]:
+    """``video_key`` values in a folder's committed shards (leftover ``.tmp`` files ignored)."""
     keys: set[str] = set()
-    for info in fs.get_file_info(selector):
-        if info.base_name.startswith("part-") and info.base_name.endswith(".parquet"):
-            with fs.open_input_file(info.path) as f:
-                keys.update(pq.read_table(f, columns=["video_key"]).column(0).to_pylist())
+    for path in committed_shards(fs, folder):
+        with fs.open_input_file(path) as f:
+            keys.update(pq.read_table(f, columns=["video_key"]).column(0).to_pylist())
     return keys
+
+
+def committed_video_keys(fs: pafs.FileSystem, out: str) -> set[str]:
+    """Videos whose rows are in committed ``clips/`` shards."""
+    return committed_keys(fs, f"{out.rstrip('/')}/clips")
 
 
 def schema_markdown() -> str:
@@ -254,6 +308,7 @@ def result_row(
         "encode_s": encode_s,
     }
     row["frame_ts_s"] = list(ref.frame_ts_s)
+    row.update(prompt=ref.ask.text, prompt_index=ref.ask.index, task=ref.ask.task)
     row["row_key"] = ""  # online rows are not part of a run
     if isinstance(result, StageError):
         row.update(error_fields(result))

@@ -21,6 +21,8 @@ from pipelines.records import (
     EncodedClip,
     FailedClip,
     VideoTask,
+    asks_from_json,
+    asks_to_json,
     clip_row,
     error_fields,
     error_row,
@@ -81,9 +83,27 @@ CODECS: dict[str, tuple[Callable, Callable, str | None, dict[str, Any]]] = {
 }
 
 
+def expand_asks(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One row per (clip, ask): every ask of a clip shares that clip's single encoding.
+
+    Error rows are expanded too, so each ask of a failed clip gets its own row saying why
+    it has no answer.
+    """
+    out = []
+    for row in rows:
+        for ask in asks_from_json(str(row["asks"])):
+            out.append({**row, "asks": asks_to_json((ask,))})
+    return out
+
+
 def map_rows(stage: MapStage, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Apply a 1:1 stage to rows: failed rows pass through, results update their row."""
+    """Apply a stage to rows: failed rows pass through, results update their row.
+
+    The language-model stage first fans each clip out to one row per ask.
+    """
     from_row, update, consumed, defaults = CODECS[stage.name]
+    if stage.name == "generate":
+        rows = expand_asks(rows)
     todo = [i for i, r in enumerate(rows) if row_error(r) is None]
     results = stage([from_row(rows[i]) for i in todo]) if todo else []
     out = [{**r, **defaults} for r in rows]

@@ -20,6 +20,7 @@ import pyarrow.fs as pafs
 from pipelines.config import JobConfig
 from pipelines.keys import row_key, run_key
 from pipelines.output import SCHEMA_VERSION
+from pipelines.records import asks_from_json
 
 
 class RunConflict(ValueError):
@@ -31,7 +32,8 @@ def run_settings(config: JobConfig) -> dict[str, Any]:
         "schema_version": SCHEMA_VERSION,
         "model": config.model.model,
         "revision": config.model.revision,
-        "prompt": config.prompt,
+        "prompts": config.prompts,
+        "questions": config.questions,
         "decode": config.decode.model_dump(),
         "generation": config.generation.model_dump(),
     }
@@ -76,11 +78,12 @@ class Journal:
 
             self._fs = filesystem_for(self.out_uri)[0]
             self._fs.create_dir(self.dir, recursive=True)
-        keys = [
-            row_key(r["video_key"], int(r["clip_index"]), str(r["prompt"]), self.run)
-            for r in rows
-            if not r["error_code"]
-        ]
+        keys = []
+        for r in rows:
+            if not r["error_code"]:
+                (ask,) = asks_from_json(str(r["asks"]))
+                clip = int(r["clip_index"])
+                keys.append(row_key(r["video_key"], clip, ask.index, ask.text, self.run))
         if keys:
             with self._fs.open_output_stream(f"{self.dir}/{uuid.uuid4().hex}.txt") as f:
                 f.write("\n".join(keys).encode())

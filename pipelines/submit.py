@@ -156,7 +156,26 @@ def split_command(command: list[str]) -> tuple[list[str], argparse.Namespace]:
         job_config_from_args(args)  # bounds and exclusive options, before anything is sent
     except ValueError as exc:
         raise UsageError(str(exc)) from exc
-    return command, args
+    return inline_prompts_file(command, args), args
+
+
+def inline_prompts_file(command: list[str], args: argparse.Namespace) -> list[str]:
+    """``--prompts FILE`` names a file here, not on the cluster: send its prompts instead."""
+    if not args.prompts:
+        return command
+    from pipelines.cli import read_prompts_file
+
+    out, skip = [], False
+    for token in command:
+        if skip:
+            skip = False
+        elif token == "--prompts":
+            skip = True
+        elif not token.startswith("--prompts="):
+            out.append(token)
+    for prompt in read_prompts_file(args.prompts):
+        out += ["--prompt", prompt]
+    return out
 
 
 def entrypoint(command: list[str]) -> str:

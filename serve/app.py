@@ -27,14 +27,16 @@ from pipelines.inputs import video_id_for
 from pipelines.job import check_sampling
 from pipelines.models import resolve_family
 from pipelines.output import result_row
-from pipelines.records import Caption, Clip, EncodedClip, FailedClip
+from pipelines.records import Ask, Caption, Clip, EncodedClip, FailedClip
 from serve.config import ServeConfig
 from serve.deployments import Decoder, Encoder, LanguageModel
+from serve.encoding_cache import EncodingCache
 from serve.fetch import FetchError
 from serve.media import load_media
 from serve.openai_api import (
     STATUS_BY_CODE,
     ChatRequest,
+    Conversation,
     RequestError,
     completion,
     error_body,
@@ -83,6 +85,7 @@ class Ingress:
         self.config = config
         self.decoder, self.encoder, self.lm = decoder, encoder, lm
         self._inflight = 0
+        self.cache = EncodingCache(int(config.encoding_cache_mb * 1024**2))
 
     # -- plumbing ------------------------------------------------------------------------
 
@@ -156,6 +159,33 @@ class Ingress:
             raise _stage_error(failed[0].error)
         return [i for i in items if isinstance(i, Clip)]
 
+    async def _encoded_video(
+        self, conv: Conversation, media: bytes, session: str
+    ) -> tuple[EncodedClip, str]:
+        """The chat video's encoding, from this session's cache when it was seen before."""
+        kind, url = conv.media
+        mode = "image" if kind == "image" else "chat"
+        key = None
+        if session and self.cache.enabled:
+            if len(session) > 256:
+                raise RequestError(400, ErrorCode.INVALID_REQUEST.value, "session id too long")
+            key = await asyncio.to_thread(EncodingCache.key, session, media, mode)
+            if (hit := self.cache.get(key)) is not None:
+                return hit, "hit"
+        request_id = f"req-{uuid.uuid4().hex[:12]}"
+        source = "data-url" if url.startswith("data:") else url
+        clips = await self._guard(self._clips(media, mode, request_id, conv.prompt, source))
+        if len(clips) != 1:
+            raise RequestError(
+                413,
+                ErrorCode.TOO_LONG.value,
+                "video too long for one chat answer; use /v1/captions",
+            )
+        encoded = await self._guard(self._encode(clips[0]))
+        if key is not None:
+            self.cache.put(key, encoded)
+        return encoded, "miss" if key else "off"
+
     async def _encode(self, clip: Clip) -> EncodedClip:
         out = await self.encoder.encode.remote(clip)
         if isinstance(out, StageError):
@@ -206,25 +236,20 @@ class Ingress:
                 raise RequestError(
                     404, "model_not_found", f"model {req.model!r} is not served here"
                 )
-            prompt, (kind, url) = split_messages(req)
+            conv = split_messages(req)
             settings = req.settings(self.config.generation)
-            media = await self._guard(self._media(url))
-            mode = "image" if kind == "image" else "chat"
-            request_id = f"req-{uuid.uuid4().hex[:12]}"
-            source = "data-url" if url.startswith("data:") else url
-            clips = await self._guard(self._clips(media, mode, request_id, prompt, source))
-            if len(clips) != 1:
-                raise RequestError(
-                    413,
-                    ErrorCode.TOO_LONG.value,
-                    "video too long for one chat answer; use /v1/captions",
-                )
-            encoded = await self._guard(self._encode(clips[0]))
+            session = request.headers.get("x-session-id") or req.user or ""
+            media = await self._guard(self._media(conv.media[1]))
+            encoded, cache = await self._encoded_video(conv, media, session)
+            ask = Ask(conv.prompt, "qa" if conv.history else "caption", history=conv.history)
+            encoded = EncodedClip(encoded.ref.for_ask(ask), encoded.encoded, encoded.encode_s)
+            headers = {"X-Vidcap-Encoding-Cache": cache}
             if req.stream:
                 streaming = True  # the stream releases the slot when it ends
                 return StreamingResponse(
                     self._stream(req, encoded, settings),
                     media_type="text/event-stream",
+                    headers=headers,
                     # Runs when the response ends, however it ends (client gone included).
                     background=BackgroundTask(self._release),
                 )
@@ -238,7 +263,8 @@ class Ingress:
                     out.prompt_tokens,
                     out.output_tokens,
                     settings.max_new_tokens,
-                )
+                ),
+                headers=headers,
             )
         except RequestError as exc:
             return _error_response(exc)

@@ -128,6 +128,10 @@ class ServeConfig(_Config):
     security: SecurityConfig = SecurityConfig()
     """Authentication, body and fetch limits."""
 
+    encoding_cache_mb: float = Field(default=256.0, ge=0, le=1_000_000)
+    """Encoder output kept per ingress replica for chat follow-ups in the same session
+    (``X-Session-Id`` or ``user``); 0 turns the cache off."""
+
     ingress: DeploymentConfig = DeploymentConfig(num_cpus=0.1, max_ongoing_requests=64)
     """The FastAPI ingress (no model)."""
 

@@ -21,7 +21,7 @@ from ray import serve
 
 from pipelines.config import DecodeConfig, GenerationConfig, ModelConfig, PoolConfig
 from pipelines.errors import ErrorCode, StageError
-from pipelines.records import Caption, Clip, ClipRef, EncodedClip, FailedClip, VideoTask
+from pipelines.records import Ask, Caption, Clip, ClipRef, EncodedClip, FailedClip, VideoTask
 from pipelines.stages.decode import DecodeStage
 from pipelines.stages.encode import EncodeStage
 from pipelines.stages.generate import GenerateStage
@@ -43,7 +43,7 @@ class Decoder:
         try:
             with os.fdopen(fd, "wb") as f:
                 f.write(media)
-            task = VideoTask(video_id, path, prompt)
+            task = VideoTask.with_prompt(video_id, path, prompt)
             return [self._named(c, source) for c in stage.iter_outputs(task)]
         finally:
             os.unlink(path)
@@ -62,7 +62,7 @@ class Decoder:
         from PIL import Image, UnidentifiedImageError
 
         cfg = self.stages["chat"].config
-        ref = ClipRef(video_id, source, prompt, 0, 0.0, 1.0, (0.0,) * cfg.min_frames)
+        ref = ClipRef(video_id, source, (Ask(prompt),), 0, 0.0, 1.0, (0.0,) * cfg.min_frames)
         try:
             img = Image.open(io.BytesIO(media)).convert("RGB")
         except (UnidentifiedImageError, OSError) as exc:

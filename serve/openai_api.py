@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import time
 import uuid
+from dataclasses import dataclass
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -49,6 +50,8 @@ class ChatRequest(_Lenient):
     n: int = Field(default=1, ge=1, le=1)
     stream: bool = False
     stream_options: StreamOptions | None = None
+    user: str | None = Field(default=None, max_length=256)
+    """Names the conversation (session) for the encoding cache, like ``X-Session-Id``."""
 
     def settings(self, defaults: GenerationConfig) -> GenerationConfig:
         update: dict[str, Any] = {}
@@ -82,39 +85,55 @@ def error_body(status: int, code: str, message: str) -> dict:
     return {"error": {"message": message, "type": kind, "param": None, "code": code}}
 
 
-def split_messages(req: ChatRequest) -> tuple[str, tuple[str, str]]:
-    """Return (prompt, (media kind, url)) from the last user turn that has content.
+@dataclass(frozen=True)
+class Conversation:
+    """What a chat request asks: the new prompt, the turns before it, and its one video."""
 
-    One video (or image) per conversation: the visual part may sit in any user turn;
-    the prompt is the text of the last user turn.
+    prompt: str
+    history: tuple[tuple[str, str], ...]
+    media: tuple[str, str]  # (video | image, url)
+
+
+def split_messages(req: ChatRequest) -> Conversation:
+    """The conversation of a chat request: one video (or image) for the whole of it.
+
+    The visual part may sit in any user turn; the prompt is the text of the last user
+    turn; earlier user turns and the assistant's answers become the history, in order
+    (consecutive turns of one role are joined). System messages are ignored.
     """
     media: list[tuple[str, str]] = []
-    prompt = ""
+    turns: list[list] = []  # [role, text]
     for msg in req.messages:
-        if msg.role != "user" or msg.content is None:
+        if msg.role not in ("user", "assistant") or msg.content is None:
             continue
         if isinstance(msg.content, str):
-            prompt = msg.content
-            continue
-        texts = []
-        for part in msg.content:
-            if part.type == "text" and part.text:
-                texts.append(part.text)
-            elif part.type == "video_url" and part.video_url:
-                media.append(("video", part.video_url.url))
-            elif part.type == "image_url" and part.image_url:
-                media.append(("image", part.image_url.url))
-        if texts:
-            prompt = "\n".join(texts)
+            texts = [msg.content]
+        else:
+            texts = []
+            for part in msg.content:
+                if part.type == "text" and part.text:
+                    texts.append(part.text)
+                elif msg.role == "user" and part.type == "video_url" and part.video_url:
+                    media.append(("video", part.video_url.url))
+                elif msg.role == "user" and part.type == "image_url" and part.image_url:
+                    media.append(("image", part.image_url.url))
+        text = "\n".join(t for t in texts if t)
+        if turns and turns[-1][0] == msg.role:
+            turns[-1][1] = "\n".join(t for t in (turns[-1][1], text) if t)
+        else:
+            turns.append([msg.role, text])
     if len(media) != 1:
         raise RequestError(
             400,
             ErrorCode.INVALID_REQUEST.value,
             f"expected exactly one video_url or image_url part, got {len(media)}",
         )
-    if not prompt.strip():
+    if turns and turns[0][0] == "assistant":
+        turns.pop(0)  # an opening greeting answers no question
+    if not turns or turns[-1][0] != "user" or not turns[-1][1].strip():
         raise RequestError(400, ErrorCode.INVALID_REQUEST.value, "the user turn has no text")
-    return prompt, media[0]
+    history = tuple((q[1], a[1]) for q, a in zip(turns[:-1:2], turns[1:-1:2], strict=True))
+    return Conversation(turns[-1][1], history, media[0])
 
 
 def completion(

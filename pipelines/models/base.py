@@ -33,6 +33,8 @@ class FramesInput:
 class GenRequest:
     encoded: dict[str, torch.Tensor]
     prompt: str
+    history: tuple[tuple[str, str], ...] = ()
+    """Earlier (user, assistant) turns about the same video, oldest first (chat follow-ups)."""
 
 
 @dataclass(frozen=True)
@@ -76,6 +78,9 @@ class VideoLMFamily(abc.ABC):
 
     model_types: ClassVar[tuple[str, ...]]
     hints: ClassVar[SamplingHints] = SamplingHints()
+    supports_chat: ClassVar[bool] = False
+    """True when the LM has a chat template: multi-turn follow-ups and text-only prompts
+    (video summaries) work, through ``GenRequest.history`` and ``generate_text``."""
 
     def __init__(self, config: ModelConfig) -> None:
         self.config = config
@@ -108,3 +113,12 @@ class VideoLMFamily(abc.ABC):
         ``streamer`` (a transformers ``BaseStreamer``) receives tokens as they are
         generated; it is only passed for a single request.
         """
+
+    def generate_text(
+        self, prompts: Sequence[str], settings: GenerationConfig
+    ) -> list[GenOutput | StageError]:
+        """Text-only chat turns (no video), for families with ``supports_chat``."""
+        raise NotImplementedError(f"{type(self).__name__} cannot generate from text alone")
+
+    def count_tokens(self, text: str) -> int:
+        return len(self.tokenizer(text)["input_ids"])

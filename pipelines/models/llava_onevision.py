@@ -32,6 +32,7 @@ from pipelines.models.placeholder import PlaceholderFamily
 class LlavaOnevision(PlaceholderFamily):
     model_types = ("llava_onevision",)
     vision_modules = ("vision_tower", "multi_modal_projector", "image_newline")
+    supports_chat = True
     # The video embedding ends with one shared row after the per-frame tokens.
     trailing_rows: ClassVar[int] = 1
 
@@ -59,15 +60,11 @@ class LlavaOnevision(PlaceholderFamily):
             results.append({"video_embeds": torch.cat([clip_rows, trailing]).cpu()})
         return results
 
-    def prompt_text(self, prompt: str, num_video_tokens: int) -> str:
-        messages = [
-            {"role": "user", "content": [{"type": "video"}, {"type": "text", "text": prompt}]}
-        ]
-        text = self.processor.apply_chat_template(messages, add_generation_prompt=True)
-        return text.replace(self.video_token, self.video_token * num_video_tokens, 1)
-
     def request_text(self, request: GenRequest) -> str:
-        return self.prompt_text(request.prompt, request.encoded["video_embeds"].shape[0])
+        messages = self.chat_messages(request, [{"type": "video"}])
+        text = self.processor.apply_chat_template(messages, add_generation_prompt=True)
+        rows = request.encoded["video_embeds"].shape[0]
+        return text.replace(self.video_token, self.video_token * rows, 1)
 
     def visual_inputs(self, requests: Sequence[GenRequest]) -> dict:
         # masked_scatter fills placeholders in row-major order, so the rows of all

@@ -66,14 +66,26 @@ class PlaceholderFamily(VideoLMFamily):
     def visual_inputs(self, requests: Sequence[GenRequest]) -> dict:
         """``mm_encoder_outputs`` (and any side inputs) for a batch, in batch order."""
 
-    def generate_kwargs(self, requests: Sequence[GenRequest], texts: list[str]) -> dict:
-        """Inputs of ``self.lm`` (forward or generate) for a batch of prompt texts."""
+    def chat_messages(self, request: GenRequest, visual: Sequence[dict]) -> list[dict]:
+        """The conversation: earlier turns, then the prompt; ``visual`` opens the first turn."""
+        messages = []
+        for user, assistant in request.history:
+            messages.append({"role": "user", "content": [{"type": "text", "text": user}]})
+            messages.append({"role": "assistant", "content": [{"type": "text", "text": assistant}]})
+        messages.append({"role": "user", "content": [{"type": "text", "text": request.prompt}]})
+        messages[0]["content"] = [*visual, *messages[0]["content"]]
+        return messages
+
+    def text_kwargs(self, texts: list[str]) -> dict:
         enc = self.tokenizer(texts, return_tensors="pt", padding=True, padding_side="left")
         return {
             "input_ids": enc["input_ids"].to(self.device),
             "attention_mask": enc["attention_mask"].to(self.device),
-            **self.visual_inputs(requests),
         }
+
+    def generate_kwargs(self, requests: Sequence[GenRequest], texts: list[str]) -> dict:
+        """Inputs of ``self.lm`` (forward or generate) for a batch of prompt texts."""
+        return {**self.text_kwargs(texts), **self.visual_inputs(requests)}
 
     @torch.inference_mode()
     def generate(
@@ -82,39 +94,60 @@ class PlaceholderFamily(VideoLMFamily):
         results: list[GenOutput | StageError | None] = [None] * len(requests)
         texts, keep = [], []
         for i, req in enumerate(requests):
-            if self.video_token in req.prompt:
+            written = [req.prompt, *(t for turn in req.history for t in turn)]
+            if any(self.video_token in t for t in written):
                 results[i] = StageError(
                     ErrorCode.MODEL_ERROR, "prompt contains the video placeholder token", "generate"
                 )
                 continue
             text = self.request_text(req)
-            length = len(self.tokenizer(text)["input_ids"])
-            if length + settings.max_new_tokens > self.max_positions:
-                results[i] = StageError(
-                    ErrorCode.PROMPT_TOO_LONG,
-                    f"{length} prompt tokens + max_new_tokens={settings.max_new_tokens} exceed "
-                    f"the model's {self.max_positions} positions; shorten clip_s, lower fps "
-                    "or num_frames",
-                    "generate",
-                )
+            if error := self._check_length(text, settings):
+                results[i] = error
                 continue
             texts.append(text)
             keep.append(i)
         if keep:
-            outs = self._generate([requests[i] for i in keep], texts, settings, streamer)
+            kwargs = self.generate_kwargs([requests[i] for i in keep], texts)
+            outs = self._generate(kwargs, settings, streamer)
             for i, out in zip(keep, outs, strict=True):
                 results[i] = out
         return results  # type: ignore[return-value]
 
-    def _generate(
-        self,
-        requests: Sequence[GenRequest],
-        texts: list[str],
-        settings: GenerationConfig,
-        streamer=None,
-    ) -> list[GenOutput]:
+    def _check_length(self, text: str, settings: GenerationConfig) -> StageError | None:
+        length = self.count_tokens(text)
+        if length + settings.max_new_tokens <= self.max_positions:
+            return None
+        return StageError(
+            ErrorCode.PROMPT_TOO_LONG,
+            f"{length} prompt tokens + max_new_tokens={settings.max_new_tokens} exceed "
+            f"the model's {self.max_positions} positions; shorten clip_s, lower fps "
+            "or num_frames",
+            "generate",
+        )
+
+    def text_prompt(self, prompt: str) -> str:
+        messages = [{"role": "user", "content": [{"type": "text", "text": prompt}]}]
+        return self.processor.apply_chat_template(messages, add_generation_prompt=True)
+
+    @torch.inference_mode()
+    def generate_text(
+        self, prompts: Sequence[str], settings: GenerationConfig
+    ) -> list[GenOutput | StageError]:
+        if not self.supports_chat:
+            return super().generate_text(prompts, settings)
+        texts = [self.text_prompt(p) for p in prompts]
+        results: list[GenOutput | StageError | None] = [
+            self._check_length(t, settings) for t in texts
+        ]
+        keep = [i for i, r in enumerate(results) if r is None]
+        if keep:
+            kwargs = self.text_kwargs([texts[i] for i in keep])
+            for i, out in zip(keep, self._generate(kwargs, settings), strict=True):
+                results[i] = out
+        return results  # type: ignore[return-value]
+
+    def _generate(self, kwargs: dict, settings: GenerationConfig, streamer=None) -> list[GenOutput]:
         tok = self.tokenizer
-        kwargs = self.generate_kwargs(requests, texts)
         sampling = settings.temperature > 0
         if sampling:
             torch.manual_seed(settings.seed)

@@ -27,6 +27,7 @@ from pipelines.models.placeholder import PlaceholderFamily
 class QwenVL(PlaceholderFamily):
     model_types = ("qwen2_vl", "qwen2_5_vl")
     vision_modules = ("visual",)
+    supports_chat = True
     # Frames are grouped in pairs per temporal patch; qwen-vl-utils samples at least 4.
     hints = SamplingHints(min_frames=4, frame_factor=2)
 
@@ -54,18 +55,14 @@ class QwenVL(PlaceholderFamily):
             results.append(item)
         return results
 
-    def prompt_text(self, prompt: str, num_video_tokens: int) -> str:
-        messages = [
-            {"role": "user", "content": [{"type": "video"}, {"type": "text", "text": prompt}]}
-        ]
-        text = self.processor.apply_chat_template(messages, add_generation_prompt=True)
-        return text.replace(self.video_token, self.video_token * num_video_tokens, 1)
-
     def request_text(self, request: GenRequest) -> str:
-        return self.prompt_text(request.prompt, request.encoded["video_embeds"].shape[0])
+        messages = self.chat_messages(request, [{"type": "video"}])
+        text = self.processor.apply_chat_template(messages, add_generation_prompt=True)
+        rows = request.encoded["video_embeds"].shape[0]
+        return text.replace(self.video_token, self.video_token * rows, 1)
 
-    def generate_kwargs(self, requests: Sequence[GenRequest], texts: list[str]) -> dict:
-        kwargs = super().generate_kwargs(requests, texts)
+    def text_kwargs(self, texts: list[str]) -> dict:
+        kwargs = super().text_kwargs(texts)
         # M-RoPE needs to know which tokens are video, and each video's patch grid.
         ids = kwargs["input_ids"].tolist()
         kwargs["mm_token_type_ids"] = torch.tensor(

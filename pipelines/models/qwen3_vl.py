@@ -72,12 +72,7 @@ class Qwen3VL(QwenVL):
 
     def request_text(self, request: GenRequest) -> str:
         enc = request.encoded
-        messages = [
-            {
-                "role": "user",
-                "content": [{"type": "video"}, {"type": "text", "text": request.prompt}],
-            }
-        ]
+        messages = self.chat_messages(request, [{"type": "video"}])
         text = self.processor.apply_chat_template(messages, add_generation_prompt=True)
         video = self.video_text(enc["video_grid_thw"], enc["frame_ts_s"].tolist())
         return text.replace(self.video_token, video, 1)

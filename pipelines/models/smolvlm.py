@@ -35,6 +35,7 @@ from pipelines.models.placeholder import PlaceholderFamily
 class SmolVLM(PlaceholderFamily):
     model_types = ("smolvlm",)
     vision_modules = ("vision_model", "connector")
+    supports_chat = True
     language_module = "text_model"
 
     @torch.inference_mode()
@@ -86,18 +87,12 @@ class SmolVLM(PlaceholderFamily):
             text += f"\nFrame from {int(t // 60):02d}:{int(t % 60):02d}:" + image
         return text + "\n\n"
 
-    def prompt_text(self, prompt: str, frame_ts_s: Sequence[float], duration_s: float) -> str:
-        messages = [
-            {"role": "user", "content": [{"type": "video"}, {"type": "text", "text": prompt}]}
-        ]
-        text = self.processor.apply_chat_template(messages, add_generation_prompt=True)
-        return text.replace(self.video_token, self.video_text(frame_ts_s, duration_s), 1)
-
     def request_text(self, request: GenRequest) -> str:
         enc = request.encoded
-        return self.prompt_text(
-            request.prompt, enc["frame_ts_s"].tolist(), enc["duration_s"].item()
-        )
+        messages = self.chat_messages(request, [{"type": "video"}])
+        text = self.processor.apply_chat_template(messages, add_generation_prompt=True)
+        video = self.video_text(enc["frame_ts_s"].tolist(), enc["duration_s"].item())
+        return text.replace(self.video_token, video, 1)
 
     def visual_inputs(self, requests: Sequence[GenRequest]) -> dict:
         rows = tuple(r.encoded["image_embeds"].to(self.device, self.dtype) for r in requests)

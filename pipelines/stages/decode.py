@@ -7,6 +7,7 @@ import os
 import threading
 import time
 from collections.abc import Iterator
+from dataclasses import replace
 
 import av
 
@@ -38,16 +39,20 @@ class DecodeStage(FanOutStage[VideoTask, Clip | FailedClip]):
         return self._resources
 
     def iter_outputs(self, item: VideoTask) -> Iterator[Clip | FailedClip]:
+        attempt = 0
         if self.attempts is not None:
             earlier, reasons = self.attempts.start(item.video_key)
+            attempt = earlier + 1
             if earlier >= self.max_attempts:
                 code = quarantine_code(reasons)
                 message = f"quarantined after {earlier} attempts that each killed the worker"
                 error = StageError(code, message, self.name)
-                yield FailedClip(ClipRef.for_video_error(item), error)
+                ref = ClipRef.for_video_error(item, attempt)
+                yield FailedClip(_final(ref, len(item.asks)), error)
                 return
-        outputs = self._clips(item)
+        outputs = self._outputs(item, attempt)
         previous: Clip | FailedClip | None = None
+        rows = 0
         with self._watchdog(item) as watchdog:
             while True:
                 # Only time spent decoding counts, not time the consumer holds a clip.
@@ -57,61 +62,89 @@ class DecodeStage(FanOutStage[VideoTask, Clip | FailedClip]):
                     break
                 if previous is not None:
                     yield previous
+                rows += len(current.ref.asks)
                 previous = current
         if previous is None:
             previous = self._failure(
-                item, 0, ErrorCode.EMPTY, "no clip could be cut", time.perf_counter()
+                item, attempt, 0, ErrorCode.EMPTY, "no clip could be cut", time.perf_counter()
             )
-        # The final row carries last=True so the writer knows the video is complete.
-        yield _with_last(previous)
+            rows = len(previous.ref.asks)
+        # The final item tells the writer how many rows the video makes in all.
+        yield _with_ref(previous, _final(previous.ref, rows))
 
-    def _clips(self, item: VideoTask) -> Iterator[Clip | FailedClip]:
+    def _outputs(self, item: VideoTask, attempt: int) -> Iterator[Clip | FailedClip]:
+        """Every clip that some ask applies to, then a row for each ask no clip covered."""
+        covered: set[int] = set()
+        failed = False
+        for out in self._clips(item, attempt):
+            failed = failed or isinstance(out, FailedClip)
+            covered.update(a.index for a in out.ref.asks)
+            yield out
+        if failed:
+            return  # the failure row already stands for every ask of the rest
+        for ask in item.asks:
+            if ask.index not in covered:
+                ref = ClipRef.for_video_error(item, attempt)
+                span = f"{ask.start_s:g}-{ask.end_s:g} s" if ask.start_s is not None else "?"
+                error = StageError(
+                    ErrorCode.OUT_OF_RANGE,
+                    f"the question's range {span} overlaps no clip of the video",
+                    self.name,
+                )
+                yield FailedClip(replace(ref, asks=(ask,), last=False), error)
+
+    def _clips(self, item: VideoTask, attempt: int) -> Iterator[Clip | FailedClip]:
         maybe_crash(item.source)
         produced = 0
         started = time.perf_counter()
         try:
             for decoded in iter_clips(item.source, self.config):
+                asks = tuple(a for a in item.asks if a.covers(decoded.start_s, decoded.end_s))
+                produced = decoded.clip_index + 1
+                if not asks:
+                    started = time.perf_counter()
+                    continue
                 ref = ClipRef(
                     video_id=item.video_id,
                     source=item.source,
-                    prompt=item.prompt,
+                    asks=asks,
                     clip_index=decoded.clip_index,
                     start_s=decoded.start_s,
                     end_s=decoded.end_s,
                     frame_ts_s=tuple(decoded.frame_ts_s),
                     partial=decoded.partial,
                     video_key=item.video_key,
+                    attempt=attempt,
                 )
                 now = time.perf_counter()
                 yield Clip(ref, decoded.frames, decode_s=now - started)
-                produced += 1
                 started = time.perf_counter()
         except MediaError as exc:
-            yield self._failure(item, produced, exc.code, exc.message, started)
+            yield self._failure(item, attempt, produced, exc.code, exc.message, started)
         except av.error.FFmpegError as exc:
             # An FFmpeg error the media layer did not classify is still a property of this
             # file, not of the worker: record it rather than failing the job.
-            yield self._failure(item, produced, ErrorCode.CORRUPT, f"FFmpeg: {exc}", started)
+            message = f"FFmpeg: {exc}"
+            yield self._failure(item, attempt, produced, ErrorCode.CORRUPT, message, started)
         except MemoryError:
             if self.attempts is not None:
                 self.attempts.reason(item.video_key, "oom")
             raise
 
     def _failure(
-        self, item: VideoTask, produced: int, code: ErrorCode, message: str, started: float
+        self,
+        item: VideoTask,
+        attempt: int,
+        produced: int,
+        code: ErrorCode,
+        message: str,
+        started: float,
     ) -> FailedClip:
-        ref = ClipRef.for_video_error(item)
+        ref = replace(ClipRef.for_video_error(item, attempt), last=False)
         if produced:
-            # Clips before the failure were emitted; this row stands for the rest.
-            ref = ClipRef(
-                item.video_id,
-                item.source,
-                item.prompt,
-                produced,
-                0.0,
-                0.0,
-                video_key=item.video_key,
-            )
+            # Clips before the failure were emitted; this row stands for the rest, once
+            # for every ask (each ask gets an answer or the reason it has none).
+            ref = replace(ref, clip_index=produced)
         error = StageError(code, message, self.name)
         return FailedClip(ref, error, decode_s=time.perf_counter() - started)
 
@@ -152,8 +185,11 @@ class _Watchdog:
         self._done.set()
 
 
-def _with_last(item: Clip | FailedClip) -> Clip | FailedClip:
-    ref = ClipRef(**{**item.ref.__dict__, "last": True})
+def _final(ref: ClipRef, video_rows: int) -> ClipRef:
+    return replace(ref, last=True, video_rows=video_rows)
+
+
+def _with_ref(item: Clip | FailedClip, ref: ClipRef) -> Clip | FailedClip:
     if isinstance(item, Clip):
         return Clip(ref, item.frames, item.decode_s)
     return FailedClip(ref, item.error, item.decode_s)

@@ -5,15 +5,12 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 
-import torch
 from safetensors.torch import save as save_tensors
 
-from pipelines.config import ModelConfig, PoolConfig
 from pipelines.errors import StageError
-from pipelines.models import resolve_family
-from pipelines.models.base import FramesInput, VideoLMFamily
+from pipelines.models.base import FramesInput
 from pipelines.records import Clip, EncodedClip
-from pipelines.stage import MapStage, Resources
+from pipelines.stage import ModelStage
 from pipelines.stages.isolate import run_isolated
 
 
@@ -22,28 +19,12 @@ def sampled_fps(clip: Clip) -> float:
     return len(clip.frames) / span_s if span_s > 0 else 1.0
 
 
-class EncodeStage(MapStage[Clip, EncodedClip]):
+class EncodeStage(ModelStage[Clip, EncodedClip]):
     name = "encode"
 
-    def __init__(self, model: ModelConfig, pool: PoolConfig) -> None:
-        self.model_config = model
-        self.pool = pool
-        self.batch_size = pool.batch_size
-        self.family: VideoLMFamily | None = None
-
-    @property
-    def resources(self) -> Resources:
-        return Resources(num_cpus=self.pool.num_cpus, num_gpus=self.pool.num_gpus or 0.0)
-
-    @property
-    def stateful(self) -> bool:
-        return True
-
     def setup(self) -> None:
-        family_cls, _ = resolve_family(self.model_config.model, self.model_config.revision)
-        self.family = family_cls(self.model_config)
+        self.family = self.new_family()
         self.family.load_encoder()
-        torch.set_grad_enabled(False)
 
     def process_batch(self, items: Sequence[Clip]) -> list[EncodedClip | StageError]:
         if self.family is None:

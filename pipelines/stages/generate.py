@@ -5,42 +5,27 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Sequence
 
-import torch
 from safetensors.torch import load as load_tensors
 from transformers import TextStreamer
 
 from pipelines.config import GenerationConfig, ModelConfig, PoolConfig
-from pipelines.errors import StageError
-from pipelines.models import resolve_family
-from pipelines.models.base import GenRequest, VideoLMFamily
+from pipelines.errors import ErrorCode, StageError
+from pipelines.models.base import GenRequest
 from pipelines.records import Caption, EncodedClip
-from pipelines.stage import MapStage, Resources
+from pipelines.stage import ModelStage
 from pipelines.stages.isolate import run_isolated
 
 
-class GenerateStage(MapStage[EncodedClip, Caption]):
+class GenerateStage(ModelStage[EncodedClip, Caption]):
     name = "generate"
 
     def __init__(self, model: ModelConfig, pool: PoolConfig, generation: GenerationConfig) -> None:
-        self.model_config = model
-        self.pool = pool
+        super().__init__(model, pool)
         self.generation = generation
-        self.batch_size = pool.batch_size
-        self.family: VideoLMFamily | None = None
-
-    @property
-    def resources(self) -> Resources:
-        return Resources(num_cpus=self.pool.num_cpus, num_gpus=self.pool.num_gpus or 0.0)
-
-    @property
-    def stateful(self) -> bool:
-        return True
 
     def setup(self) -> None:
-        family_cls, _ = resolve_family(self.model_config.model, self.model_config.revision)
-        self.family = family_cls(self.model_config)
+        self.family = self.new_family()
         self.family.load_lm()
-        torch.set_grad_enabled(False)
 
     def process_batch(self, items: Sequence[EncodedClip]) -> list[Caption | StageError]:
         return self.process_with(items, self.generation)
@@ -52,12 +37,31 @@ class GenerateStage(MapStage[EncodedClip, Caption]):
         if self.family is None:
             self.setup()
         started = time.perf_counter()
-        requests = [GenRequest(load_tensors(c.encoded), c.ref.prompt) for c in items]
+        # Several asks of one clip share its encoded bytes: deserialize them once.
+        tensors: dict[int, dict] = {}
+        requests, todo = [], []
+        outputs: list = [None] * len(items)
+        for i, c in enumerate(items):
+            ask = c.ref.ask
+            if ask.history and not self.family.supports_chat:
+                message = f"{self.model_config.model} has no chat template: no follow-up turns"
+                outputs[i] = StageError(ErrorCode.INVALID_REQUEST, message, self.name)
+                continue
+            if id(c.encoded) not in tensors:
+                tensors[id(c.encoded)] = load_tensors(c.encoded)
+            requests.append(GenRequest(tensors[id(c.encoded)], ask.text, ask.history))
+            todo.append(i)
 
         def generate(batch: Sequence[GenRequest]):
             return self.family.generate(batch, settings, streamer=streamer)
 
-        outputs = run_isolated(generate, requests, self.name)
+        # A clip with many asks turns one batch of clips into many requests: keep each
+        # generate call to batch_size requests so memory does not grow with the asks.
+        done = []
+        for i in range(0, len(requests), self.batch_size):
+            done += run_isolated(generate, requests[i : i + self.batch_size], self.name)
+        for i, out in zip(todo, done, strict=True):
+            outputs[i] = out
         per_item_s = (time.perf_counter() - started) / max(1, len(items))
         results: list[Caption | StageError] = []
         for clip, out in zip(items, outputs, strict=True):

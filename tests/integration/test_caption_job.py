@@ -49,7 +49,7 @@ def job(ray_session, corpus, tiny_model_dir, tmp_path_factory):
     config = JobConfig(
         inputs=[str(corpus / "manifest.csv")],
         out=str(out),
-        prompt="Describe.",
+        prompts=["Describe."],
         model={"model": tiny_model_dir("qwen2_vl")},
         generation={"max_new_tokens": 6},
         encoder={"batch_size": 2},
@@ -137,7 +137,9 @@ def test_ray_job_text_equals_stages_called_directly(job, corpus):
         ("long", "long.mp4", "What moves?"),
         ("short", "short.mkv", "Describe."),
     ]:
-        clips = [c for c in decode.iter_outputs(VideoTask(vid, str(corpus / name), prompt))]
+        clips = [
+            c for c in decode.iter_outputs(VideoTask.with_prompt(vid, str(corpus / name), prompt))
+        ]
         assert not any(isinstance(c, FailedClip) for c in clips)
         for clip in clips:
             assert isinstance(clip, Clip)

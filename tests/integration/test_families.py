@@ -53,7 +53,7 @@ def test_family_runs_offline_and_online_with_the_same_text(
         JobConfig(
             inputs=[str(video)],
             out=str(tmp_path),
-            prompt="Describe.",
+            prompts=["Describe."],
             model=model,
             generation=generation,
         )

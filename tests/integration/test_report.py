@@ -39,7 +39,7 @@ def small_run(ray_session, tiny_model_dir, tmp_path_factory) -> Path:
     config = JobConfig(
         inputs=[str(videos)],
         out=str(out),
-        prompt="Describe.",
+        prompts=["Describe."],
         model={"model": tiny_model_dir("qwen2_vl")},
         decode={"clip_s": 3.0},
         generation={"max_new_tokens": 8},

@@ -94,7 +94,7 @@ def offline(ray_session, tiny_model_dir, media, tmp_path_factory):
     config = JobConfig(
         inputs=[str(media / "short.mp4"), str(media / "twelve.mp4")],
         out=str(out),
-        prompt=PROMPT,
+        prompts=[PROMPT],
         model={"model": tiny_model_dir("qwen2_vl")},
         generation={"max_new_tokens": MAX_TOKENS},
     )
@@ -153,6 +153,52 @@ def test_streaming_gives_the_same_text_as_a_whole_answer(endpoint, media):
     assert len([c for c in chunks if c["choices"][0]["delta"].get("content")]) > 1
     assert chunks[-1]["usage"] == whole["usage"]
     assert chunks[-1]["choices"][0]["finish_reason"] == whole["choices"][0]["finish_reason"]
+
+
+def _encoder_batches() -> int:
+    from ray import serve
+
+    handle = serve.get_deployment_handle("Encoder", app_name="vidcap")
+    return handle.stats.remote().result()["batches"]
+
+
+def test_follow_up_turns_reuse_the_session_encoding(endpoint, media):
+    url, _ = endpoint
+    first = _chat(_data_url(media / "short.mp4"))
+
+    def post(payload, session=None):
+        headers = {"X-Session-Id": session} if session else {}
+        r = requests.post(f"{url}/v1/chat/completions", json=payload, headers=headers, timeout=60)
+        assert r.status_code == 200, r.text
+        return r.headers["X-Vidcap-Encoding-Cache"], r.json()
+
+    cache, answer = post(first, "session-a")
+    assert cache == "miss"
+    follow = {
+        **first,
+        "messages": [
+            *first["messages"],
+            {"role": "assistant", "content": answer["choices"][0]["message"]["content"]},
+            {"role": "user", "content": "And what happens after that?"},
+        ],
+    }
+    before = _encoder_batches()
+    cache, hit = post(follow, "session-a")
+    assert cache == "hit" and _encoder_batches() == before  # no decode, no encoder call
+    # Same answer as encoding afresh (another session; no session at all).
+    for session, expected in (("session-b", "miss"), (None, "off")):
+        cache, fresh = post(follow, session)
+        assert cache == expected
+        assert fresh["choices"][0]["message"] == hit["choices"][0]["message"]
+        assert fresh["usage"] == hit["usage"]
+    assert _encoder_batches() == before + 2
+    # The history is part of the prompt.
+    alone = {**first, "messages": [follow["messages"][0], follow["messages"][-1]]}
+    _, single = post(alone)
+    assert hit["usage"]["prompt_tokens"] > single["usage"]["prompt_tokens"]
+    # The OpenAI ``user`` field names a session too.
+    cache, _ = post({**follow, "user": "session-a"})
+    assert cache == "hit"
 
 
 def test_image_url_is_a_one_frame_video(endpoint, media):
@@ -256,7 +302,9 @@ def tight(endpoint, tiny_model_dir):
         **SMALL,
         "min_replicas": 1,
         "max_replicas": 2,
-        "target_ongoing_requests": 1,
+        # Generation is short next to decode + encode here, so the LM of an admitted request
+        # is busy only part of its time: a low target makes the sustained load scale it.
+        "target_ongoing_requests": 0.25,
         "max_ongoing_requests": 1,
         "max_queued_requests": 2,
         "upscale_delay_s": 0.5,
@@ -313,7 +361,7 @@ def test_overload_is_503_and_lm_scales_up_then_down(tight, media):
     assert set(codes) <= {200, 503} and 503 in codes and 200 in codes
     assert all(ra == "1" for c, ra in burst if c == 503)
 
-    # Sustained load above the target of 1 ongoing request per replica: 1 -> 2 replicas.
+    # Sustained load above the target of 0.25 ongoing requests per replica: 1 -> 2 replicas.
     deadline, peak = time.monotonic() + 60, _lm_replicas("tight")
     with ThreadPoolExecutor(3) as pool:
         while time.monotonic() < deadline and peak < 2:

@@ -82,6 +82,18 @@ def test_entrypoint_runs_the_shipped_source_on_its_own_cluster():
     assert "What's here?" in argv  # quoted for the shell, one argument
 
 
+def test_a_local_prompts_file_travels_as_prompts(tmp_path):
+    prompts = tmp_path / "p.txt"
+    prompts.write_text("List the objects.\n# skipped\nWhich colours?\n")
+    command, _ = submit.split_command(
+        ["caption", "s3://b/in/", "--prompts", str(prompts), "--out", "s3://b/o", "--prompt", "A"]
+    )
+    assert command == [
+        "caption", "s3://b/in/", "--out", "s3://b/o", "--prompt", "A",
+        "--prompt", "List the objects.", "--prompt", "Which colours?",
+    ]  # fmt: skip
+
+
 def test_auth_header_only_for_an_explicit_token(tmp_path):
     assert submit.auth_headers({}) == {}
     assert submit.auth_headers({"RAY_AUTH_TOKEN": "abc"}) == {"Authorization": "Bearer abc"}

@@ -55,7 +55,7 @@ def _first_logits(lm, embeds):
 
 
 def _text(lm, embeds):
-    return lm.prompt_text(PROMPT, embeds.shape[0])
+    return lm.request_text(GenRequest({"video_embeds": embeds}, PROMPT))
 
 
 @pytest.mark.parametrize("seed", [0, 1])

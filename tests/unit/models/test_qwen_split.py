@@ -34,8 +34,10 @@ def halves(request, tiny_model_dir):
     return enc, lm, proc, fused
 
 
-def _fused_inputs(proc, video):
-    messages = [{"role": "user", "content": [{"type": "video"}, {"type": "text", "text": PROMPT}]}]
+def _fused_inputs(proc, video, messages=None):
+    messages = messages or [
+        {"role": "user", "content": [{"type": "video"}, {"type": "text", "text": PROMPT}]}
+    ]
     text = proc.apply_chat_template(messages, add_generation_prompt=True)
     meta = [VideoMetadata(total_num_frames=len(video), fps=FPS)]
     return proc(
@@ -48,7 +50,7 @@ def _fused_inputs(proc, video):
 
 
 def _split_kwargs(lm, encoded, embeds):
-    text = lm.prompt_text(PROMPT, embeds.shape[0])
+    text = lm.request_text(GenRequest({"video_embeds": embeds}, PROMPT))
     ids = lm.processor.tokenizer([text], return_tensors="pt")["input_ids"]
     kw = {
         "input_ids": ids,
@@ -152,3 +154,46 @@ def test_unsupported_local_model_fails_at_resolve(tmp_path):
     GPT2Config(n_layer=1, n_embd=8, n_head=2).save_pretrained(tmp_path)
     with pytest.raises(ValueError, match="'gpt2' is not supported"):
         resolve_family(str(tmp_path))
+
+
+def _fused_tokens(fused, inputs, max_new_tokens):
+    with torch.inference_mode():
+        ref = fused.generate(**inputs, max_new_tokens=max_new_tokens, do_sample=False)
+    tokens = ref[0, inputs["input_ids"].shape[1] :].tolist()
+    eos = fused.generation_config.eos_token_id
+    return tokens[: tokens.index(eos)] if eos in tokens else tokens
+
+
+def test_follow_up_turn_equals_fused_generate_on_the_whole_conversation(halves):
+    enc, lm, proc, fused = halves
+    video = _video(7)
+    encoded = enc.encode([FramesInput(video, FPS)])[0]
+    history = (("What is shown?", "Moving squares."), ("Which colour?", "Mostly red."))
+    request = GenRequest(encoded, "What happens next?", history)
+    [split] = lm.generate([request], GenerationConfig(max_new_tokens=10))
+
+    def text(t):
+        return {"type": "text", "text": t}
+
+    messages = [
+        {"role": "user", "content": [{"type": "video"}, text("What is shown?")]},
+        {"role": "assistant", "content": [text("Moving squares.")]},
+        {"role": "user", "content": [text("Which colour?")]},
+        {"role": "assistant", "content": [text("Mostly red.")]},
+        {"role": "user", "content": [text("What happens next?")]},
+    ]
+    inputs = _fused_inputs(proc, video, messages)
+    assert list(split.token_ids) == _fused_tokens(fused, inputs, 10)
+    assert split.prompt_tokens == inputs["input_ids"].shape[1]
+    [alone] = lm.generate([GenRequest(encoded, "What happens next?")], GenerationConfig())
+    assert alone.prompt_tokens < split.prompt_tokens  # the history is really in the prompt
+
+
+def test_text_only_generation_equals_the_full_model(halves):
+    _, lm, proc, fused = halves
+    prompt = "Summarize: a ball rolls, then a cat jumps."
+    [split] = lm.generate_text([prompt], GenerationConfig(max_new_tokens=10))
+    messages = [{"role": "user", "content": [{"type": "text", "text": prompt}]}]
+    text = proc.apply_chat_template(messages, add_generation_prompt=True)
+    inputs = proc(text=[text], return_tensors="pt")
+    assert list(split.token_ids) == _fused_tokens(fused, inputs, 10)

@@ -5,7 +5,14 @@ import pytest
 
 from pipelines import config as cfg
 
-CONFIGS = [cfg.DecodeConfig, cfg.ModelConfig, cfg.GenerationConfig, cfg.PoolConfig, cfg.JobConfig]
+CONFIGS = [
+    cfg.DecodeConfig,
+    cfg.ModelConfig,
+    cfg.GenerationConfig,
+    cfg.PoolConfig,
+    cfg.SummaryConfig,
+    cfg.JobConfig,
+]
 
 
 @pytest.mark.parametrize("model", CONFIGS, ids=lambda m: m.__name__)
@@ -33,3 +40,38 @@ def test_decode_rules():
 def test_pool_bounds():
     with pytest.raises(pydantic.ValidationError, match="min_actors=3 exceeds max_actors=2"):
         cfg.PoolConfig(min_actors=3, max_actors=2)
+
+
+def test_prompts_and_questions_rules():
+    base = {"inputs": ["x"], "out": "o"}
+    assert cfg.JobConfig(**base).prompts == [cfg.DEFAULT_PROMPT]
+    with pytest.raises(pydantic.ValidationError, match="at least one prompt or question"):
+        cfg.JobConfig(**base, prompts=[])
+    with pytest.raises(pydantic.ValidationError, match="appears twice"):
+        cfg.JobConfig(**base, prompts=["a"], questions=["a"])
+    with pytest.raises(pydantic.ValidationError, match="must contain"):
+        cfg.SummaryConfig(prompt="no placeholder")
+
+
+def test_cli_collects_prompts_questions_and_summary_settings(tmp_path):
+    from pipelines.cli import build_parser, job_config_from_args
+
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("# house style\nList the objects.\n\nWhich colours?\n")
+
+    def parse(*extra):
+        args = build_parser().parse_args(["caption", "v.mp4", "--out", "o", *extra])
+        return job_config_from_args(args)
+
+    assert parse().prompts == [cfg.DEFAULT_PROMPT] and parse().summarize is None
+    c = parse("--prompt", "Describe.", "--prompts", str(prompts), "--question", "Who?")
+    assert c.prompts == ["Describe.", "List the objects.", "Which colours?"]
+    assert c.questions == ["Who?"]
+    only_questions = parse("--question", "Who?", "--question", "Where?")
+    assert only_questions.prompts == [] and only_questions.questions == ["Who?", "Where?"]
+    s = parse("--summarize", "--summary-context-tokens", "2048").summarize
+    assert (s.context_tokens, s.max_new_tokens) == (2048, 256)
+    empty = tmp_path / "empty.txt"
+    empty.write_text("# nothing\n")
+    with pytest.raises(ValueError, match="holds no prompt"):
+        parse("--prompts", str(empty))

@@ -16,3 +16,11 @@ def test_readme_schema_table_matches_the_code():
 def test_readme_documents_every_error_code():
     missing = [c.value for c in ErrorCode if f"| `{c.value}` |" not in README]
     assert missing == []
+
+
+def test_readme_videos_table_matches_the_code():
+    from pipelines.summaries import VIDEO_COLUMNS
+
+    block = README.split("<!-- videos:begin")[1].split("-->", 1)[1].split("<!-- videos:end")[0]
+    rows = [f"| `{n}` | `{t}` | {d} |" for n, t, d in VIDEO_COLUMNS]
+    assert block.strip() == "\n".join(["| column | type | meaning |", "|---|---|---|", *rows])

@@ -22,6 +22,8 @@ ROW: dict[str, Any] = {
     "frame_ts_s": [],
     "partial": False,
     "prompt": "Describe.",
+    "prompt_index": 0,
+    "task": "caption",
     "text": "",
     "model_id": "tiny",
     "model_revision": "",

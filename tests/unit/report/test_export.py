@@ -130,3 +130,18 @@ def test_cli_export(run, tmp_path, capsys):
     assert (Path(run) / "export" / "vtt" / "long.vtt").exists()
     assert main(["export", str(tmp_path / "missing"), "--format", "srt"]) == 2
     assert "no clips/part-*.parquet" in capsys.readouterr().err
+
+
+def test_several_prompts_export_together_or_one_at_a_time(make_run, tmp_path):
+    rows = [
+        clip("v", "/v.mp4", c, 10.0 * c, 10.0 * c + 10, prompt=p, prompt_index=i, text=f"{p}{c}")
+        for c in range(2)
+        for i, p in enumerate(["describe", "count"])
+    ]
+    run = make_run(rows)
+    export.export(run, "srt", str(tmp_path / "all"))
+    cues = parse_srt((tmp_path / "all" / "v.srt").read_text())
+    assert [t for *_, t in cues] == ["describe0", "count0", "describe1", "count1"]
+    export.export(run, "srt", str(tmp_path / "one"), prompt_index=1)
+    cues = parse_srt((tmp_path / "one" / "v.srt").read_text())
+    assert cues == [(0.0, 10.0, "count0"), (10.0, 20.0, "count1")]

@@ -16,7 +16,18 @@ from pipelines.resume import RunConflict, prepare_output
 FS = pafs.LocalFileSystem()
 
 
-def row(video: str, clip: int, last: bool = False, error: str = "") -> dict:
+def row(
+    video: str,
+    clip: int,
+    last: bool = False,
+    error: str = "",
+    *,
+    ask: int = 0,
+    video_rows: int | None = None,
+    attempt: int = 1,
+) -> dict:
+    """A row as the LM stage hands it to the writer; ``last`` rows say how many rows the
+    video has (by default one per clip up to this one)."""
     base = {name: None for name, _, _ in COLUMNS}
     base.update(
         video_id=video,
@@ -26,7 +37,9 @@ def row(video: str, clip: int, last: bool = False, error: str = "") -> dict:
         end_s=1.0,
         frame_ts_s=[0.5],
         partial=False,
-        prompt="p",
+        prompt=f"p{ask}",
+        prompt_index=ask,
+        task="caption",
         text="" if error else f"{video}{clip}",
         model_id="m",
         model_revision="",
@@ -39,8 +52,10 @@ def row(video: str, clip: int, last: bool = False, error: str = "") -> dict:
         error_message="x" if error else "",
         error_stage="decode" if error else "",
         video_key=f"k-{video}",
-        row_key=f"r-{video}-{clip}",
+        row_key=f"r-{video}-{clip}-{ask}",
         last=last,
+        video_rows=(clip + 1 if video_rows is None else video_rows) if last else 0,
+        attempt=attempt,
     )
     return base
 
@@ -68,12 +83,29 @@ def test_only_complete_videos_are_committed_in_any_arrival_order(tmp_path):
     assert (summary.rows, summary.clips, summary.processed) == (4, 4, 2)
 
 
-def test_video_level_error_replaces_partial_rows(tmp_path):
+def test_later_decode_attempt_replaces_rows_of_one_that_died(tmp_path):
     w = ShardWriter(str(tmp_path), FS, "m", session="s1", commit_interval_s=0)
-    w.add([row("q", 0), row("q", -1, last=True, error="worker_crash")])
+    w.add([row("q", 0, attempt=1), row("q", 1, attempt=1)])  # then attempt 1's worker died
+    w.add([row("q", -1, last=True, error="worker_crash", video_rows=1, attempt=3)])
+    w.add([row("q", 2, last=True, attempt=2)])  # a late row of an older attempt: dropped
     summary = w.close(inputs=1)
     assert read_rows(tmp_path) == [("q", -1)]
     assert summary.errors_by_code == {"worker_crash": 1}
+
+
+def test_video_completes_when_every_ask_of_every_clip_arrived(tmp_path):
+    w = ShardWriter(str(tmp_path), FS, "m", session="s1", commit_interval_s=0)
+    # 2 clips x 3 asks; the last clip's rows say 6 rows in all.
+    w.add([row("v", 1, last=True, ask=a, video_rows=6) for a in range(3)])
+    w.add([row("v", 0, ask=0), row("v", 0, ask=2)])
+    assert committed_video_keys(FS, str(tmp_path)) == set()
+    w.add([row("v", 0, ask=1)])
+    assert committed_video_keys(FS, str(tmp_path)) == {"k-v"}
+    summary = w.close(inputs=1)
+    assert (summary.rows, summary.clips) == (6, 2)
+    table = pq.read_table(f"{tmp_path}/clips")
+    pairs = zip(table["clip_index"].to_pylist(), table["prompt_index"].to_pylist(), strict=True)
+    assert sorted(pairs) == [(c, a) for c in range(2) for a in range(3)]
 
 
 def test_unfinished_video_is_never_written(tmp_path):
@@ -91,10 +123,10 @@ def test_run_settings_conflict_and_overwrite(tmp_path):
     base = dict(inputs=["x"], out=out)
     key = prepare_output(FS, out, JobConfig(**base))
     assert prepare_output(FS, out, JobConfig(**base)) == key  # same settings: resume
-    with pytest.raises(RunConflict, match=r"different settings \(prompt\).*--overwrite"):
-        prepare_output(FS, out, JobConfig(**base, prompt="Other prompt"))
+    with pytest.raises(RunConflict, match=r"different settings \(prompts\).*--overwrite"):
+        prepare_output(FS, out, JobConfig(**base, prompts=["Other prompt"]))
     (tmp_path / "o" / "clips").mkdir()
-    other = prepare_output(FS, out, JobConfig(**base, prompt="Other prompt", overwrite=True))
+    other = prepare_output(FS, out, JobConfig(**base, prompts=["Other prompt"], overwrite=True))
     assert other != key and not (tmp_path / "o" / "clips").exists()
 
 
@@ -109,7 +141,8 @@ def test_keys_are_stable_and_track_content_changes(tmp_path):
     c1 = video_keys([str(f)], "content")
     f.write_bytes(b"two")
     assert video_keys([str(f)], "content") != c1
-    assert row_key("k", 0, "p", "r") != row_key("k", 1, "p", "r")
+    assert row_key("k", 0, 0, "p", "r") != row_key("k", 1, 0, "p", "r")
+    assert row_key("k", 0, 0, "p", "r") != row_key("k", 0, 1, "p", "r")
 
 
 def test_attempt_log_counts_per_session_and_reasons(tmp_path):
