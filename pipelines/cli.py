@@ -101,6 +101,11 @@ def _add_caption_args(p: argparse.ArgumentParser) -> None:
         "--summary-max-new-tokens", type=int, default=256, help="most tokens per summary"
     )
     p.add_argument(
+        "--summary-model",
+        default=None,
+        help="text chat model (hub id or folder) that writes the summaries; default: --model",
+    )
+    p.add_argument(
         "--summary-context-tokens",
         type=int,
         default=None,
@@ -181,6 +186,9 @@ def job_config_from_args(args: argparse.Namespace) -> JobConfig:
         summarize={
             "max_new_tokens": args.summary_max_new_tokens,
             "context_tokens": args.summary_context_tokens,
+            "model": {**model, "model": args.summary_model, "revision": None}
+            if args.summary_model
+            else None,
         }
         if args.summarize
         else None,

@@ -204,6 +204,10 @@ class SummaryConfig(_Config):
     transcript: bool = True
     """Add speech lines from the video's subtitles (sidecar .srt/.vtt, or a text stream)."""
 
+    model: ModelConfig | None = None
+    """Model that writes the summaries: a chat VLM family or any text chat model
+    (``AutoModelForCausalLM`` with a chat template); None uses the captioning model."""
+
     @model_validator(mode="after")
     def _check(self) -> SummaryConfig:
         for name, text in (("prompt", self.prompt), ("part_prompt", self.part_prompt)):

@@ -16,6 +16,7 @@ from pipelines.inputs import default_asks, expand_inputs, filesystem_for, tasks_
 from pipelines.keys import video_keys, work_key
 from pipelines.models import resolve_family
 from pipelines.models.base import SamplingHints
+from pipelines.models.text_lm import load_summary_lm
 from pipelines.output import (
     ShardWriter,
     Summary,
@@ -83,8 +84,8 @@ def plan_job(config: JobConfig) -> list[VideoTask]:
     """Everything that can fail because of what the user asked, before Ray starts."""
     family, model_type = resolve_family(config.model.model, config.model.revision)
     check_sampling(config.decode, family.hints, model_type)
-    if config.summarize is not None and not family.supports_chat:
-        raise ValueError(f"{model_type} has no chat template: it cannot write video summaries")
+    if config.summarize is not None:
+        load_summary_lm(config.summarize.model or config.model)  # refuses non-chat models
     return expand_inputs(config.inputs, default_asks(config.prompts, config.questions))
 
 

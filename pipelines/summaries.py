@@ -226,7 +226,7 @@ def run_summaries(config: JobConfig, lm_pool) -> dict[str, int]:
     )
     ds = ds.map_batches(
         type("SummarizeActor", (_SummarizeActor,), {}),
-        fn_constructor_args=(stage, config.model.model),
+        fn_constructor_args=(stage, (config.summarize.model or config.model).model),
         batch_size=stage.batch_size,
         batch_format="numpy",
         compute=ray.data.ActorPoolStrategy(

@@ -12,7 +12,7 @@ import pkgutil
 from pipelines.models.base import VideoLMFamily
 
 _REGISTRY: dict[str, type[VideoLMFamily]] = {}
-_NOT_FAMILIES = {"base", "placeholder", "tiny"}
+_NOT_FAMILIES = {"base", "chat", "placeholder", "text_lm", "tiny"}
 
 
 def register(cls: type[VideoLMFamily]) -> type[VideoLMFamily]:

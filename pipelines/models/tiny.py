@@ -881,6 +881,29 @@ FAMILIES = {
 }
 
 
+def build_tiny_text_lm(
+    out_dir: str | Path, *, hidden_size: int = 64, num_layers: int = 2, seed: int = 0
+) -> Path:
+    """A tiny text-only chat model (Qwen2 causal LM, ChatML template): a summary model."""
+    from transformers import Qwen2Config, Qwen2ForCausalLM
+
+    out = Path(out_dir)
+    tokenizer = build_tokenizer()
+    tokenizer.chat_template = QWEN_CHAT_TEMPLATE
+    eos = tokenizer.convert_tokens_to_ids("<|im_end|>")
+    pad = tokenizer.convert_tokens_to_ids("<|endoftext|>")
+    tokenizer.eos_token, tokenizer.pad_token = "<|im_end|>", "<|endoftext|>"
+    config = Qwen2Config(
+        **_tiny_text_config(tokenizer, hidden_size, num_layers),
+        bos_token_id=pad,
+        eos_token_id=eos,
+        pad_token_id=pad,
+    )
+    torch.manual_seed(seed)
+    model = Qwen2ForCausalLM(config).eval()
+    return _sharpen_and_save(model, tokenizer, out, eos_id=eos, pad_id=pad)
+
+
 def build_tiny_model(family: str, out_dir: str | Path, **sizes: int) -> Path:
     """Build the tiny model of ``family`` (a ``config.model_type``) into ``out_dir``."""
     if family not in FAMILIES:

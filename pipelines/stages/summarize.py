@@ -17,6 +17,7 @@ from pipelines.config import GenerationConfig, ModelConfig, PoolConfig, SummaryC
 from pipelines.errors import ErrorCode, StageError
 from pipelines.media.subtitles import load_cues
 from pipelines.models.base import GenOutput
+from pipelines.models.text_lm import load_summary_lm
 from pipelines.stage import ModelStage
 
 MAX_LEVELS = 12  # reduce levels before giving up (each level divides the lines by >= 2)
@@ -74,10 +75,7 @@ class SummarizeStage(ModelStage[VideoCaptions, VideoSummary]):
         self._has_speech = True  # per video; True while sizing prompts is the safe side
 
     def setup(self) -> None:
-        family = self.new_family()
-        if not family.supports_chat:
-            name = type(family).__name__
-            raise ValueError(f"{name} has no chat template: it cannot write summaries")
+        family = load_summary_lm(self.summary.model or self.model_config)
         family.load_lm()
         context = self.summary.context_tokens or family.max_positions
         # Prompt tokens allowed per call: what is left of the context after the output.

@@ -70,7 +70,10 @@ def test_cli_collects_prompts_questions_and_summary_settings(tmp_path):
     only_questions = parse("--question", "Who?", "--question", "Where?")
     assert only_questions.prompts == [] and only_questions.questions == ["Who?", "Where?"]
     s = parse("--summarize", "--summary-context-tokens", "2048").summarize
-    assert (s.context_tokens, s.max_new_tokens) == (2048, 256)
+    assert (s.context_tokens, s.max_new_tokens, s.model) == (2048, 256, None)
+    s = parse("--summarize", "--summary-model", "Qwen/Qwen2.5-7B-Instruct", "--device", "cpu")
+    assert s.summarize.model.model == "Qwen/Qwen2.5-7B-Instruct"
+    assert s.summarize.model.device == "cpu"
     empty = tmp_path / "empty.txt"
     empty.write_text("# nothing\n")
     with pytest.raises(ValueError, match="holds no prompt"):

@@ -120,3 +120,36 @@ def test_videos_without_captions_get_a_typed_error():
     a, b = video_captions(pa.Table.from_pylist(rows))
     assert a[1].code is ErrorCode.NO_CAPTIONS and "corrupt" in a[1].message
     assert [line.text for line in b.captions] == ["first", "second"]  # time order, no QA
+
+
+@pytest.fixture(scope="module")
+def text_lm_dir(tmp_path_factory):
+    from pipelines.models.tiny import build_tiny_text_lm
+
+    return str(build_tiny_text_lm(tmp_path_factory.mktemp("text-lm")))
+
+
+def test_a_text_chat_model_can_write_the_summaries(tiny_model_dir, text_lm_dir):
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from pipelines.models.text_lm import TextLM
+
+    stage = stage_for(
+        tiny_model_dir("qwen2_vl"), max_new_tokens=8, model=ModelConfig(model=text_lm_dir)
+    )
+    assert isinstance(stage.family, TextLM)
+    [out] = stage([captions(3)])
+    assert not isinstance(out, StageError) and out.lm_calls == 1
+    # Token-level: the same as the checkpoint's own generate on its chat template.
+    tok = AutoTokenizer.from_pretrained(text_lm_dir)
+    model = AutoModelForCausalLM.from_pretrained(text_lm_dir).eval()
+    messages = [{"role": "user", "content": [{"type": "text", "text": stage.prompts[0]}]}]
+    ids = tok.apply_chat_template(messages, add_generation_prompt=True, return_tensors="pt")
+    ids = ids["input_ids"] if not isinstance(ids, torch.Tensor) else ids
+    with torch.inference_mode():
+        ref = model.generate(ids, max_new_tokens=8, do_sample=False)[0, ids.shape[1] :].tolist()
+    eos = model.generation_config.eos_token_id
+    ref = ref[: ref.index(eos)] if eos in ref else ref
+    [again] = stage.family.generate_text([stage.prompts[0]], stage.settings)
+    assert list(again.token_ids) == ref and out.prompt_tokens == ids.shape[1]
