@@ -67,6 +67,36 @@ def pick_device(requested: str) -> torch.device:
     return torch.device("cpu")
 
 
+def decoding_kwargs(settings: GenerationConfig) -> dict:
+    """``generate`` keyword arguments for the settings (seeding torch when sampling)."""
+    sampling = settings.temperature > 0
+    if sampling:
+        torch.manual_seed(settings.seed)
+    return {
+        "max_new_tokens": settings.max_new_tokens,
+        "do_sample": sampling,
+        "temperature": settings.temperature if sampling else None,
+        "top_p": settings.top_p if sampling else None,
+        "top_k": None,
+    }
+
+
+def stop_ids(generation_config, *extra: int | None) -> set[int]:
+    """End-of-sequence and padding ids: where a generated row's text ends."""
+    eos = generation_config.eos_token_id
+    eos = list(eos) if isinstance(eos, (list, tuple)) else [eos]
+    return {*eos, generation_config.pad_token_id, *extra} - {None}
+
+
+def until_stop(row: Sequence[int], stop: set[int]) -> list[int]:
+    tokens = []
+    for t in row:
+        if t in stop:
+            break
+        tokens.append(t)
+    return tokens
+
+
 def pick_dtype(requested: str, device: torch.device) -> torch.dtype:
     if requested == "auto":
         return torch.bfloat16 if device.type == "cuda" else torch.float32

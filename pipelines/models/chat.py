@@ -15,7 +15,7 @@ import torch
 
 from pipelines.config import GenerationConfig
 from pipelines.errors import ErrorCode, StageError
-from pipelines.models.base import GenOutput
+from pipelines.models.base import GenOutput, decoding_kwargs, stop_ids, until_stop
 
 
 class ChatGeneration:
@@ -75,31 +75,15 @@ class ChatGeneration:
 
     def _generate(self, kwargs: dict, settings: GenerationConfig, streamer=None) -> list[GenOutput]:
         tok = self.tokenizer
-        sampling = settings.temperature > 0
-        if sampling:
-            torch.manual_seed(settings.seed)
         out = self.lm.generate(
-            **kwargs,
-            max_new_tokens=settings.max_new_tokens,
-            do_sample=sampling,
-            temperature=settings.temperature if sampling else None,
-            top_p=settings.top_p if sampling else None,
-            top_k=None,
-            pad_token_id=tok.pad_token_id,
-            streamer=streamer,
+            **kwargs, **decoding_kwargs(settings), pad_token_id=tok.pad_token_id, streamer=streamer
         )
         new = out[:, kwargs["input_ids"].shape[1] :].cpu()
         prompt_lens = kwargs["attention_mask"].sum(dim=1).tolist()
-        eos = self.lm.generation_config.eos_token_id
-        eos = list(eos) if isinstance(eos, (list, tuple)) else [] if eos is None else [eos]
-        stop = {tok.pad_token_id, *eos}
+        stop = stop_ids(self.lm.generation_config, tok.pad_token_id)
         results = []
         for row, prompt_len in zip(new.tolist(), prompt_lens, strict=True):
-            tokens = []
-            for t in row:
-                if t in stop:
-                    break
-                tokens.append(t)
+            tokens = until_stop(row, stop)
             text = tok.decode(tokens, skip_special_tokens=True)
             results.append(GenOutput(text=text, token_ids=tuple(tokens), prompt_tokens=prompt_len))
         return results

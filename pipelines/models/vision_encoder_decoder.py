@@ -42,7 +42,15 @@ from transformers.modeling_outputs import BaseModelOutput
 from pipelines.config import GenerationConfig
 from pipelines.errors import ErrorCode, StageError
 from pipelines.models import register
-from pipelines.models.base import FramesInput, GenOutput, GenRequest, VideoLMFamily
+from pipelines.models.base import (
+    FramesInput,
+    GenOutput,
+    GenRequest,
+    VideoLMFamily,
+    decoding_kwargs,
+    stop_ids,
+    until_stop,
+)
 
 # Encoders that take a whole clip of a fixed frame count rather than single images.
 VIDEO_ENCODERS = frozenset({"videomae", "timesformer"})
@@ -158,28 +166,13 @@ class VisionEncoderDecoder(VideoLMFamily):
 
     def _generate(self, states: torch.Tensor, settings: GenerationConfig, streamer) -> list:
         tok = self.tokenizer
-        sampling = settings.temperature > 0
-        if sampling:
-            torch.manual_seed(settings.seed)
         out = self.lm.generate(
-            **self.decoder_kwargs(states),
-            max_new_tokens=settings.max_new_tokens,
-            do_sample=sampling,
-            temperature=settings.temperature if sampling else None,
-            top_p=settings.top_p if sampling else None,
-            top_k=None,
-            streamer=streamer,
+            **self.decoder_kwargs(states), **decoding_kwargs(settings), streamer=streamer
         )
-        gen = self.lm.generation_config
-        eos = gen.eos_token_id
-        stop = {gen.pad_token_id, *(eos if isinstance(eos, (list, tuple)) else [eos])} - {None}
+        stop = stop_ids(self.lm.generation_config)
         results = []
         for row in out[:, 1:].tolist():  # column 0 is the decoder start token
-            tokens = []
-            for t in row:
-                if t in stop:
-                    break
-                tokens.append(t)
+            tokens = until_stop(row, stop)
             text = tok.decode(tokens, skip_special_tokens=True)
             results.append(GenOutput(text=text, token_ids=tuple(tokens), prompt_tokens=1))
         return results
