@@ -10,6 +10,7 @@ tokenizer whose chat template formats a conversation).
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import ClassVar
 
 import torch
 
@@ -23,16 +24,25 @@ class ChatGeneration:
     device: torch.device
     max_positions: int
     supports_chat: bool
+    # False when the chat template itself writes BOS (text LMs such as Llama 3), so that
+    # tokenizing the formatted prompt does not add a second one.
+    add_special_tokens: ClassVar[bool] = True
 
     @property
     def chat_template_owner(self):
         return self.processor
 
     def count_tokens(self, text: str) -> int:
-        return len(self.tokenizer(text)["input_ids"])
+        return len(self.tokenizer(text, add_special_tokens=self.add_special_tokens)["input_ids"])
 
     def text_kwargs(self, texts: list[str]) -> dict:
-        enc = self.tokenizer(texts, return_tensors="pt", padding=True, padding_side="left")
+        enc = self.tokenizer(
+            texts,
+            return_tensors="pt",
+            padding=True,
+            padding_side="left",
+            add_special_tokens=self.add_special_tokens,
+        )
         return {
             "input_ids": enc["input_ids"].to(self.device),
             "attention_mask": enc["attention_mask"].to(self.device),

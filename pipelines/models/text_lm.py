@@ -17,6 +17,7 @@ from pipelines.models.chat import ChatGeneration
 
 class TextLM(ChatGeneration):
     supports_chat = True
+    add_special_tokens = False  # the chat template writes them
 
     def __init__(self, config: ModelConfig) -> None:
         self.config = config
