@@ -1,8 +1,10 @@
 """The output contract: ``clips/`` Parquet dataset + ``summary.json``, versioned.
 
 Rows stream from the last stage to the driver, which writes them in shards. A shard only
-ever holds *complete* videos (every row of a video, told by the row flagged ``last``), and
-it is written under a temporary name then renamed: the rename is the commit. So the set of
+ever holds *complete* videos — every row of a video: the rows of its final clip carry
+``last`` and the video's row count (clips x asks, plus error rows), and rows of a decode
+attempt that died are replaced by the next attempt's — and it is written under a temporary
+name then renamed: the rename is the commit. So the set of
 committed shards is itself the ledger of finished videos — a rerun skips exactly those,
 and no video can end up half in one attempt's shard and half in another's. Only small
 columns reach the driver: frames and embeddings are dropped earlier.
