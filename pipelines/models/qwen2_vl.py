@@ -36,8 +36,8 @@ class QwenVL(PlaceholderFamily):
         self.uses_grid_seconds = "second_per_grid_ts" in self.processor.model_input_names
         return model
 
-    @torch.inference_mode()
-    def encode(self, clips: Sequence[FramesInput]) -> list[dict[str, torch.Tensor]]:
+    def video_features(self, clips: Sequence[FramesInput]):
+        """(patch grid per clip, the vision tower's output) for a batch of clips."""
         vp = self.processor.video_processor
         batch = vp(videos=[c.frames for c in clips], return_tensors="pt", do_sample_frames=False)
         grid = batch["video_grid_thw"]
@@ -46,6 +46,12 @@ class QwenVL(PlaceholderFamily):
             video_grid_thw=grid.to(self.device),
             return_dict=True,
         )
+        return grid, out
+
+    @torch.inference_mode()
+    def encode(self, clips: Sequence[FramesInput]) -> list[dict[str, torch.Tensor]]:
+        vp = self.processor.video_processor
+        grid, out = self.video_features(clips)
         results = []
         for clip, embeds, thw in zip(clips, out.pooler_output, grid, strict=True):
             item = {"video_embeds": embeds.cpu(), "video_grid_thw": thw.clone()}

@@ -39,14 +39,7 @@ class Qwen3VL(QwenVL):
 
     @torch.inference_mode()
     def encode(self, clips: Sequence[FramesInput]) -> list[dict[str, torch.Tensor]]:
-        vp = self.processor.video_processor
-        batch = vp(videos=[c.frames for c in clips], return_tensors="pt", do_sample_frames=False)
-        grid = batch["video_grid_thw"]
-        out = self.visual_model.get_video_features(
-            pixel_values_videos=batch["pixel_values_videos"].to(self.device, self.dtype),
-            video_grid_thw=grid.to(self.device),
-            return_dict=True,
-        )
+        grid, out = self.video_features(clips)
         # deepstack_features: per deepstack layer, a tuple of per-clip rows.
         deepstack = list(zip(*out.deepstack_features, strict=True))
         return [
