@@ -161,7 +161,7 @@ class ShardWriter:
         self._shard = 0
         self._errors: Counter[str] = Counter()
         self._videos_ok: set[str] = set()
-        self._busy = Counter[str]({"decode": 0.0, "encode": 0.0, "generate": 0.0})
+        self._busy = Counter[str](dict.fromkeys(STAGES, 0.0))
         self._started = time.perf_counter()
         fs.create_dir(self.clips_dir, recursive=True)
 
@@ -206,11 +206,8 @@ class ShardWriter:
                 self._videos_ok.add(key)
             s.prompt_tokens += row["prompt_tokens"]
             s.output_tokens += row["output_tokens"]
-            self._busy["generate"] += row["generate_s"]
-        # Each ask of a clip repeats the clip's decode and encode time: count it once.
-        for row in {row["clip_index"]: row for row in rows}.values():
-            for stage in ("decode", "encode"):
-                self._busy[stage] += row[f"{stage}_s"]
+        for stage, seconds in clip_durations(rows).items():
+            self._busy[stage] += sum(seconds)
 
     def commit(self) -> None:
         self._last_commit = time.monotonic()
@@ -246,6 +243,23 @@ class ShardWriter:
 def write_summary(fs: pafs.FileSystem, out: str, summary: Summary) -> None:
     with fs.open_output_stream(f"{out.rstrip('/')}/summary.json") as f:
         f.write(json.dumps(asdict(summary), indent=2).encode())
+
+
+STAGES = ("decode", "encode", "generate")
+
+
+def clip_durations(rows: list[dict[str, Any]]) -> dict[str, list[float]]:
+    """Per stage, seconds per clip in arrival order. A clip asked several prompts has a row
+    per prompt, each repeating the clip's decode and encode time (it ran once) and carrying
+    its own share of generate time (summed)."""
+    clips: dict[tuple, dict[str, float]] = {}
+    for r in rows:
+        key = (r["video_id"], r["clip_index"])
+        if key not in clips:
+            clips[key] = {s: r[f"{s}_s"] for s in STAGES}
+        else:
+            clips[key]["generate"] += r["generate_s"]
+    return {s: [c[s] for c in clips.values()] for s in STAGES}
 
 
 def write_shard(fs: pafs.FileSystem, folder: str, name: str, table: pa.Table) -> None:

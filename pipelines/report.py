@@ -24,6 +24,7 @@ from typing import Any
 from pipelines import report_figures as fig
 from pipelines.export import read_clips, read_summary
 from pipelines.inputs import filesystem_for
+from pipelines.output import clip_durations
 
 DEFAULT_MAX_VIDEOS = 50  # videos shown in detail (thumbnails, timeline, captions)
 DEFAULT_THUMBS_PER_VIDEO = 8
@@ -207,20 +208,6 @@ def _errors_html(rows: list[dict[str, Any]]) -> str:
         "<table><tr><th>code</th><th>stage</th><th>video</th><th>clip</th><th>source</th>"
         f"<th>message</th></tr>{body}</table>{tail}"
     )
-
-
-def clip_durations(ok_rows: list[dict[str, Any]]) -> dict[str, list[float]]:
-    """Per stage, seconds per clip in arrival order. A clip asked several prompts has a row
-    per prompt, each repeating the clip's decode and encode time (it ran once) and carrying
-    its own share of generate time (summed)."""
-    clips: dict[tuple, dict[str, float]] = {}
-    for r in ok_rows:
-        key = (r["video_id"], r["clip_index"])
-        if key not in clips:
-            clips[key] = {s: r[f"{s}_s"] for s in fig.STAGES}
-        else:
-            clips[key]["generate"] += r["generate_s"]
-    return {s: [c[s] for c in clips.values()] for s in fig.STAGES}
 
 
 def _plot_html(ok_rows: list[dict[str, Any]], summary: dict[str, Any] | None) -> str:

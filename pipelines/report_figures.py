@@ -187,7 +187,6 @@ def _jpeg(frame, stream) -> bytes:
 
 # ----------------------------------------------------------------------- throughput plot
 
-STAGES = ("decode", "encode", "generate")
 _COLOURS = {"decode": "#1b9e77", "encode": "#d95f02", "generate": "#7570b3"}
 MAX_POINTS = 100  # per stage; consecutive rows are bucketed to stay under it
 
