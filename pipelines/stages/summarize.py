@@ -171,16 +171,19 @@ class SummarizeStage(ModelStage[VideoCaptions, VideoSummary]):
     def _line_tokens(self, line: Line) -> int:
         return self.family.count_tokens(line.render() + "\n")
 
+    def _cost(self, lines: Sequence[Line]) -> int:
+        """Tokens of the longer of the two prompts these lines could go into."""
+        return max(
+            self._prompt_tokens(self._final_prompt(lines)),
+            self._prompt_tokens(self._part_prompt(lines)),
+        )
+
     def _fits(self, lines: Sequence[Line]) -> bool:
-        longest = max(self._final_prompt(lines), self._part_prompt(lines), key=self._prompt_tokens)
-        return self._prompt_tokens(longest) <= self.budget
+        return self._cost(lines) <= self.budget
 
     def _pack(self, lines: Sequence[Line]) -> list[list[Line]]:
         """Consecutive lines grouped into as few parts as fit the budget, in order."""
-        empty = max(
-            self._prompt_tokens(self._final_prompt([])), self._prompt_tokens(self._part_prompt([]))
-        )
-        room = self.budget - empty
+        room = self.budget - self._cost([])
         parts: list[list[Line]] = [[]]
         used = 0
         for line in self._split_long(lines, room):
