@@ -79,23 +79,6 @@ def _open(source: str):
     return file, av.open(file, container_options={"protocol_whitelist": "none"}, io_open=refuse)
 
 
-def _pick_stream(container):
-    import av
-
-    videos = [
-        s for s in container.streams.video if not s.disposition & av.stream.Disposition.attached_pic
-    ]
-    # The decoder's rule: the default stream, then one FFmpeg saw packets in, then the first.
-    return min(
-        videos,
-        key=lambda s: (
-            not s.disposition & av.stream.Disposition.default,
-            s.start_time is None,
-            s.index,
-        ),
-    )
-
-
 def _frames(container, stream, deadline: float):
     """(time in s, frame) in decode order, as the decoder times them; stops where the file breaks.
 
@@ -132,10 +115,12 @@ def _frames(container, stream, deadline: float):
 
 
 def _grab(source: str, times_s: Sequence[float]) -> list[bytes]:
+    from pipelines.media import decode
+
     deadline = time.monotonic() + _GRAB_TIMEOUT_S
     file, container = _open(source)
     with file, container:
-        stream = _pick_stream(container)
+        stream = decode._pick_stream(container)  # the stream the job decoded
         stream.thread_type = "AUTO"
         frames = _frames(container, stream, deadline)
         cur = next(frames)  # probe() saw a frame, so there is one
