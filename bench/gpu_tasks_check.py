@@ -35,8 +35,9 @@ from pipelines.config import (  # noqa: E402
     SummaryConfig,
 )
 from pipelines.media import synth  # noqa: E402
-from pipelines.models.base import GenRequest  # noqa: E402
-from pipelines.models.tiny import build_tiny_model, build_tiny_text_lm  # noqa: E402
+from pipelines.models.base import GenRequest, stop_ids, until_stop  # noqa: E402
+from pipelines.models.text_lm import build_tiny_text_lm  # noqa: E402
+from pipelines.models.tiny import build_tiny_model  # noqa: E402
 from pipelines.records import Ask, EncodedClip, VideoTask, numbered  # noqa: E402
 from pipelines.stages.decode import DecodeStage  # noqa: E402
 from pipelines.stages.encode import EncodeStage  # noqa: E402
@@ -110,9 +111,9 @@ def check_follow_up(model: str, encode, generate, clip, enc) -> dict:
     inputs["pixel_values_videos"] = inputs["pixel_values_videos"].to(generate.family.dtype)
     with torch.inference_mode():
         ref = fused.generate(**inputs, max_new_tokens=12, do_sample=False)
-    ref_tokens = ref[0, inputs["input_ids"].shape[1] :].tolist()
-    eos = fused.generation_config.eos_token_id
-    ref_tokens = ref_tokens[: ref_tokens.index(eos)] if eos in ref_tokens else ref_tokens
+    # Cut where the split path cuts its rows (end-of-sequence or padding).
+    stop = stop_ids(fused.generation_config, proc.tokenizer.pad_token_id)
+    ref_tokens = until_stop(ref[0, inputs["input_ids"].shape[1] :].tolist(), stop)
     return {
         "split_equals_fused": list(split.token_ids) == ref_tokens,
         "prompt_tokens_equal": split.prompt_tokens == inputs["input_ids"].shape[1],

@@ -10,13 +10,11 @@ import pytest
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
-QWEN_FAMILIES = ("qwen2_vl", "qwen2_5_vl")
-
 
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory):
-    """Return a function (family, **builder options) -> folder of a tiny random-weight model,
-    built on first use."""
+    """Return a function (model_type, **builder options) -> folder of a tiny random-weight
+    model, built on first use (the options of a ``TinyCase`` are its ``kwargs``)."""
     from pipelines.models.tiny import build_tiny_model
 
     root = tmp_path_factory.mktemp("tiny-models")

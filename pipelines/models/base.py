@@ -10,15 +10,17 @@ generates. Each half loads only the weights it uses.
 from __future__ import annotations
 
 import abc
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import ClassVar
+from pathlib import Path
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
 
 from pipelines.config import GenerationConfig, ModelConfig
-from pipelines.errors import StageError
+from pipelines.errors import ErrorCode, StageError
 
 
 @dataclass(frozen=True)
@@ -50,6 +52,44 @@ class SamplingHints:
 
     min_frames: int = 1
     frame_factor: int = 1
+
+
+@dataclass(frozen=True)
+class FamilyDoc:
+    """One row of the README's model-family table (generated from the registry)."""
+
+    name: str
+    hub_ids: str
+    video_route: str
+    crosses: str
+    """What crosses encoder -> LM for one clip of the tiny model."""
+    model_type_note: str = ""
+    """Which checkpoints of the ``model_type`` the row is about, when it has several rows."""
+
+
+class ItemError(Exception):
+    """Raised by family code that knows this item's input is at fault (and not the code or
+    the worker); the stage writes it as the item's ``StageError``. Every other exception
+    propagates: a bug must not pass as a data error."""
+
+    def __init__(self, code: ErrorCode, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+@contextmanager
+def rejected_inputs(what: str) -> Iterator[None]:
+    """A processor's ``ValueError`` on one batch's frames or text becomes an ``ItemError``.
+
+    Processors check what they are handed (frame sizes, aspect ratios) with ``ValueError``;
+    only the calls that turn items into tensors are wrapped, so a ``ValueError`` anywhere
+    else is still a bug. On a batch, the stage retries item by item to find the culprit.
+    """
+    try:
+        yield
+    except ValueError as exc:
+        raise ItemError(ErrorCode.MODEL_ERROR, f"{what}: {exc}") from exc
 
 
 def pick_device(requested: str) -> torch.device:
@@ -104,9 +144,17 @@ def pick_dtype(requested: str, device: torch.device) -> torch.dtype:
 
 
 class VideoLMFamily(abc.ABC):
-    """One model family (a set of ``config.model_type`` values) split into two halves."""
+    """One model family (one ``config.model_type``) split into two halves, with its tiny model.
 
-    model_types: ClassVar[tuple[str, ...]]
+    A registered family defines ``model_type``, ``docs`` and ``build_tiny`` on its own class
+    (not inherited: a subclass of another family is another model and needs its own).
+    """
+
+    model_type: ClassVar[str]
+    docs: ClassVar[tuple[FamilyDoc, ...]]
+    tiny_variants: ClassVar[tuple[dict[str, Any], ...]] = ({},)
+    """``build_tiny`` options that each give a distinct model (e.g. another encoder kind);
+    every variant gets the parity and the offline/online tests."""
     hints: ClassVar[SamplingHints] = SamplingHints()
     supports_chat: ClassVar[bool] = False
     """True when the LM has a chat template: multi-turn follow-ups and text-only prompts
@@ -116,6 +164,12 @@ class VideoLMFamily(abc.ABC):
         self.config = config
         self.device = pick_device(config.device)
         self.dtype = pick_dtype(config.dtype, self.device)
+
+    @classmethod
+    @abc.abstractmethod
+    def build_tiny(cls, out_dir: str | Path, **options: Any) -> Path:
+        """Build a tiny random-weight model of this family into ``out_dir`` (offline, seeded),
+        loadable with the same ``from_pretrained`` calls as a hub checkpoint."""
 
     @abc.abstractmethod
     def load_encoder(self) -> None:

@@ -29,6 +29,7 @@ the rows into the image tokens, ``language_model.generate(inputs_embeds=..., inp
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 from typing import ClassVar
 
 import numpy as np
@@ -36,17 +37,112 @@ import torch
 from transformers import AutoProcessor, Blip2ForConditionalGeneration
 
 from pipelines.models import register
-from pipelines.models.base import FramesInput, GenRequest
+from pipelines.models.base import FamilyDoc, FramesInput, GenRequest, rejected_inputs
 from pipelines.models.placeholder import PlaceholderFamily
+from pipelines.models.tiny import build_bpe_tokenizer, sharpen_and_save, token_ids
 from pipelines.models.vision_encoder_decoder import resample_indices
+
+# The tiny model's LM is OPT: no chat template; the processor puts the query-token
+# placeholders before the BOS that the OPT tokenizer prepends.
+SPECIAL_TOKENS = ("<pad>", "</s>", "<unk>", "<image>")
 
 
 @register
 class Blip2(PlaceholderFamily):
-    model_types = ("blip-2",)
+    model_type = "blip-2"
+    docs = (
+        FamilyDoc(
+            "BLIP-2",
+            "`Salesforce/blip2-opt-2.7b`",
+            "Q-Former query rows per sampled frame, **concatenated in frame order** up to a "
+            "budget (half the LM's positions; longer clips subsampled uniformly, first and "
+            "last frame kept); `Question: … Answer:` prompt",
+            "`query_embeds` (4 frames × queries × hidden): 8.3 KB",
+        ),
+    )
     # BLIP-2's documented question-answering format; an empty prompt means plain captioning
     # (image tokens + BOS only, the fused generate's own default).
     prompt_template: ClassVar[str] = "Question: {prompt} Answer:"
+
+    @classmethod
+    def build_tiny(
+        cls,
+        out_dir: str | Path,
+        *,
+        hidden_size: int = 64,
+        num_layers: int = 2,
+        vision_dim: int = 32,
+        vision_depth: int = 2,
+        qformer_dim: int = 32,
+        num_query_tokens: int = 8,
+        image_size: int = 32,
+        seed: int = 0,
+    ) -> Path:
+        """ViT tower, Q-Former with ``num_query_tokens`` queries, OPT LM."""
+        from transformers import Blip2Config, Blip2Processor, BlipImageProcessor
+
+        tokenizer = build_bpe_tokenizer(
+            SPECIAL_TOKENS,
+            bos="</s>",
+            prepend_bos=True,  # OPT's tokenizer prepends </s>
+            eos="</s>",
+            pad="<pad>",
+            # No named image_token: Blip2Processor registers "<image>" itself (and, in this
+            # transformers, fails on a tokenizer that already names one).
+        )
+        ids = token_ids(tokenizer, SPECIAL_TOKENS)
+        config = Blip2Config(
+            vision_config=dict(
+                hidden_size=vision_dim,
+                intermediate_size=vision_dim * 2,
+                num_hidden_layers=vision_depth,
+                num_attention_heads=2,
+                image_size=image_size,
+                patch_size=16,
+                initializer_range=0.02,  # the default (1e-10) leaves the tower blind to pixels
+            ),
+            qformer_config=dict(
+                hidden_size=qformer_dim,
+                intermediate_size=qformer_dim * 2,
+                num_hidden_layers=2,
+                num_attention_heads=2,
+                encoder_hidden_size=vision_dim,
+                cross_attention_frequency=1,
+            ),
+            text_config=dict(
+                model_type="opt",
+                vocab_size=len(tokenizer),
+                hidden_size=hidden_size,
+                ffn_dim=hidden_size * 2,
+                num_hidden_layers=num_layers,
+                num_attention_heads=max(2, hidden_size // 32),
+                max_position_embeddings=512,
+                bos_token_id=ids["</s>"],
+                eos_token_id=ids["</s>"],
+                pad_token_id=ids["<pad>"],
+                tie_word_embeddings=False,
+            ),
+            num_query_tokens=num_query_tokens,
+            image_token_index=ids["<image>"],
+            tie_word_embeddings=False,
+        )
+        torch.manual_seed(seed)
+        model = Blip2ForConditionalGeneration(config).eval()
+        with torch.no_grad():
+            # Init leaves the learned queries at zero, so every query row of a frame would be
+            # the same; a trained model's queries differ.
+            model.query_tokens.normal_(std=1.0)
+            # At init the queries drown out what they read from the image (frames differ by
+            # ~1e-3 in the projected rows); a stronger cross-attention makes rows follow pixels.
+            for layer in model.qformer.encoder.layer:
+                layer.crossattention.attention.value.weight.mul_(10.0)
+                layer.crossattention.output.dense.weight.mul_(10.0)
+        processor = Blip2Processor(
+            image_processor=BlipImageProcessor(size={"height": image_size, "width": image_size}),
+            tokenizer=tokenizer,
+            num_query_tokens=num_query_tokens,
+        )
+        return sharpen_and_save(model, processor, out_dir, eos_id=ids["</s>"], pad_id=ids["<pad>"])
 
     def _load(self) -> Blip2ForConditionalGeneration:
         cfg = self.config
@@ -79,9 +175,10 @@ class Blip2(PlaceholderFamily):
     def encode(self, clips: Sequence[FramesInput]) -> list[dict[str, torch.Tensor]]:
         # Frames are independent through tower and Q-Former: all clips' frames in one batch.
         kept = [c.frames[self.frame_indices(len(c.frames))] for c in clips]
-        pixels = self.processor.image_processor(
-            [f for frames in kept for f in frames], return_tensors="pt"
-        )["pixel_values"]
+        with rejected_inputs("image processor"):
+            pixels = self.processor.image_processor(
+                [f for frames in kept for f in frames], return_tensors="pt"
+            )["pixel_values"]
         out = self.visual_model.get_image_features(
             pixel_values=pixels.to(self.device, self.dtype), return_dict=True
         )

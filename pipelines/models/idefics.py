@@ -25,6 +25,7 @@ tokens; the LM half stops and bans them as the model card's ``generate`` call do
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 
 import torch
 from transformers import AutoProcessor, IdeficsForVisionText2Text
@@ -34,17 +35,97 @@ from transformers.models.idefics.processing_idefics import (
 )
 
 from pipelines.models import register
-from pipelines.models.base import FramesInput, GenRequest
+from pipelines.models.base import FamilyDoc, FramesInput, GenRequest, rejected_inputs
 from pipelines.models.placeholder import PlaceholderFamily
+from pipelines.models.tiny import build_bpe_tokenizer, sharpen_and_save, token_ids
 
 FAKE_TOKEN = "<fake_token_around_image>"
 IMAGE_TOKEN = "<image>"
 END_OF_UTTERANCE = "<end_of_utterance>"
+# The tiny model's (Llama) vocabulary starts with these; instruct checkpoints end user
+# turns with <end_of_utterance>.
+SPECIAL_TOKENS = ("<unk>", "<s>", "</s>", FAKE_TOKEN, IMAGE_TOKEN, END_OF_UTTERANCE)
 
 
 @register
 class Idefics(PlaceholderFamily):
-    model_types = ("idefics",)
+    model_type = "idefics"
+    docs = (
+        FamilyDoc(
+            "Flamingo (IDEFICS)",
+            "`HuggingFaceM4/idefics-9b-instruct`",
+            "frames as interleaved images; perceiver-resampled rows cross-attended (gated)",
+            "`image_hidden_states` (4×4×32): 2.1 KB",
+        ),
+    )
+
+    @classmethod
+    def build_tiny(
+        cls,
+        out_dir: str | Path,
+        *,
+        hidden_size: int = 64,
+        num_layers: int = 2,
+        vision_dim: int = 32,
+        vision_depth: int = 2,
+        num_latents: int = 4,
+        image_size: int = 32,
+        seed: int = 0,
+    ) -> Path:
+        """CLIP-style tower, Perceiver resampler, gated cross-attention."""
+        from transformers import IdeficsConfig, IdeficsProcessor
+        from transformers.models.idefics import IdeficsImageProcessor
+
+        tokenizer = build_bpe_tokenizer(
+            SPECIAL_TOKENS, bos="<s>", eos="</s>", pad="<unk>", prepend_bos=False
+        )
+        ids = token_ids(tokenizer, SPECIAL_TOKENS)
+        config = IdeficsConfig(
+            vocab_size=len(tokenizer),
+            hidden_size=hidden_size,
+            intermediate_size=hidden_size * 2,
+            num_hidden_layers=num_layers,
+            num_attention_heads=max(2, hidden_size // 32),
+            max_position_embeddings=512,
+            bos_token_id=ids["<s>"],
+            eos_token_id=ids["</s>"],
+            pad_token_id=ids["<unk>"],
+            # Checkpoints learn the tanh gates of the cross-attention; init at zero would make
+            # the LM ignore the images entirely.
+            alpha_initializer="ones",
+            cross_layer_interval=1,
+            use_resampler=True,
+            vision_config=dict(
+                embed_dim=vision_dim,
+                intermediate_size=vision_dim * 2,
+                num_hidden_layers=vision_depth,
+                num_attention_heads=2,
+                image_size=image_size,
+                patch_size=16,
+            ),
+            perceiver_config=dict(
+                use_resampler=True,
+                resampler_n_latents=num_latents,
+                resampler_depth=1,
+                resampler_n_heads=2,
+                resampler_head_dim=16,
+            ),
+            tie_word_embeddings=False,
+        )
+        torch.manual_seed(seed)
+        model = IdeficsForVisionText2Text(config).eval()
+        with torch.no_grad():
+            # At init the resampler's learned latents drown out what they read from the frame
+            # (frames differ by ~1e-2); stronger values make the latents follow the pixels.
+            for attention, _ in model.model.perceiver_resampler.blocks:
+                attention.v_proj.weight.mul_(10.0)
+                attention.output_proj.weight.mul_(10.0)
+        processor = IdeficsProcessor(
+            image_processor=IdeficsImageProcessor(image_size=image_size),
+            tokenizer=tokenizer,
+            image_size=image_size,
+        )
+        return sharpen_and_save(model, processor, out_dir, eos_id=ids["</s>"], pad_id=ids["<unk>"])
 
     def _load(self) -> IdeficsForVisionText2Text:
         cfg = self.config
@@ -67,9 +148,10 @@ class Idefics(PlaceholderFamily):
     @torch.inference_mode()
     def encode(self, clips: Sequence[FramesInput]) -> list[dict[str, torch.Tensor]]:
         # Frames are independent through tower and resampler: all clips' in one batch.
-        pixels = self.processor.image_processor(
-            [f for c in clips for f in c.frames], return_tensors="pt"
-        )
+        with rejected_inputs("image processor"):
+            pixels = self.processor.image_processor(
+                [f for c in clips for f in c.frames], return_tensors="pt"
+            )
         rows = self.vision_model(pixel_values=pixels.to(self.device, self.dtype)).last_hidden_state
         if self.resampler is not None:
             rows = self.resampler(rows)

@@ -23,19 +23,101 @@ features to ``generate`` as precomputed encoder outputs; see ``placeholder`` for
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 
 import torch
 from transformers.models.qwen3_vl.modeling_qwen3_vl import BaseModelOutputWithDeepstackFeatures
 from transformers.video_utils import VideoMetadata
 
 from pipelines.models import register
-from pipelines.models.base import FramesInput, GenRequest
-from pipelines.models.qwen2_vl import QwenVL
+from pipelines.models.base import FamilyDoc, FramesInput, GenRequest
+from pipelines.models.qwen2_vl import (
+    QWEN_CHAT_TEMPLATE,
+    QwenVL,
+    mrope_section,
+    qwen_tokenizer,
+    qwen_vl_config,
+)
+from pipelines.models.tiny import sharpen_and_save, tiny_text_config, token_ids
 
 
 @register
 class Qwen3VL(QwenVL):
-    model_types = ("qwen3_vl",)
+    model_type = "qwen3_vl"
+    docs = (
+        FamilyDoc(
+            "Qwen3-VL",
+            "`Qwen/Qwen3-VL-2B-Instruct`, `Qwen/Qwen3-VL-8B-Instruct`",
+            "native video tokens with timestamps, deepstack features",
+            "`video_embeds` (32×64) + `deepstack_embeds` (2×32×64) + grid, times: 24.9 KB",
+        ),
+    )
+
+    @classmethod
+    def build_tiny(
+        cls,
+        out_dir: str | Path,
+        *,
+        hidden_size: int = 64,
+        num_layers: int = 2,
+        vision_dim: int = 32,
+        vision_depth: int = 2,
+        seed: int = 0,
+    ) -> Path:
+        """Timestamped frame groups, and deepstack features from the first vision layers
+        added after the first LM layers (one per layer, as many as both have)."""
+        from transformers import (
+            Qwen2VLImageProcessor,
+            Qwen3VLConfig,
+            Qwen3VLForConditionalGeneration,
+            Qwen3VLProcessor,
+            Qwen3VLVideoProcessor,
+        )
+
+        tokenizer = qwen_tokenizer()
+        heads = max(2, hidden_size // 32)
+        head_dim = hidden_size // heads
+        patch = 16
+        text = dict(
+            **tiny_text_config(tokenizer, hidden_size, num_layers),
+            head_dim=head_dim,
+            rope_parameters={
+                "rope_type": "default",
+                "rope_theta": 10000.0,
+                "mrope_section": mrope_section(head_dim),
+                "mrope_interleaved": True,
+            },
+        )
+        vision = dict(
+            depth=vision_depth,
+            hidden_size=vision_dim,
+            intermediate_size=vision_dim * 2,
+            num_heads=2,
+            patch_size=patch,
+            spatial_merge_size=2,
+            temporal_patch_size=2,
+            out_hidden_size=hidden_size,
+            num_position_embeddings=64,  # an 8x8 learned grid, interpolated per frame size
+            deepstack_visual_indexes=list(range(min(vision_depth, num_layers))),
+        )
+        config = qwen_vl_config(Qwen3VLConfig, tokenizer, text, vision, tie_word_embeddings=False)
+        torch.manual_seed(seed)
+        model = Qwen3VLForConditionalGeneration(config).eval()
+        # Small pixel budgets keep the tiny model fast on CPU; real checkpoints ship their own.
+        factor = patch * 2
+        size = {"shortest_edge": factor * factor * 4, "longest_edge": factor * factor * 64}
+        processor = Qwen3VLProcessor(
+            image_processor=Qwen2VLImageProcessor(patch_size=patch, merge_size=2, size=size),
+            video_processor=Qwen3VLVideoProcessor(
+                patch_size=patch, size=size, cap_pixels_per_frame=True
+            ),
+            tokenizer=tokenizer,
+            chat_template=QWEN_CHAT_TEMPLATE,
+        )
+        ids = token_ids(tokenizer, ("<|im_end|>", "<|endoftext|>"))
+        return sharpen_and_save(
+            model, processor, out_dir, eos_id=ids["<|im_end|>"], pad_id=ids["<|endoftext|>"]
+        )
 
     @torch.inference_mode()
     def encode(self, clips: Sequence[FramesInput]) -> list[dict[str, torch.Tensor]]:

@@ -22,30 +22,150 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import timedelta
+from pathlib import Path
 
 import torch
 from transformers.modeling_outputs import BaseModelOutputWithPooling
 
 from pipelines.models import register
-from pipelines.models.base import FramesInput, GenRequest
+from pipelines.models.base import FamilyDoc, FramesInput, GenRequest, rejected_inputs
 from pipelines.models.placeholder import PlaceholderFamily
+from pipelines.models.tiny import (
+    build_bpe_tokenizer,
+    sharpen_and_save,
+    tiny_text_config,
+    token_ids,
+)
+
+# SmolVLM2 (SmolLM2 LM): "User: ...<end_of_utterance>\nAssistant:"; each video frame becomes a
+# timestamped image block that the processor writes in place of <video>.
+SPECIAL_TOKENS = (
+    "<|endoftext|>",
+    "<|im_start|>",
+    "<|im_end|>",
+    "<end_of_utterance>",
+    "<fake_token_around_image>",
+    "<global-img>",
+    "<image>",
+    "<video>",
+)
+CHAT_TEMPLATE = (
+    "<|im_start|>{% for message in messages %}{{ message['role'] | capitalize }}"
+    "{% if message['content'] is string %}{{ ': ' + message['content'] }}"
+    "{% else %}{% if message['content'][0]['type'] == 'image' %}{{ ':' }}"
+    "{% else %}{{ ': ' }}{% endif %}"
+    "{% for part in message['content'] %}"
+    "{% if part['type'] == 'text' %}{{ part['text'] }}"
+    "{% elif part['type'] == 'image' %}<image>"
+    "{% elif part['type'] == 'video' %}<video>{% endif %}"
+    "{% endfor %}{% endif %}<end_of_utterance>\n"
+    "{% endfor %}"
+    "{% if add_generation_prompt %}Assistant:{% endif %}"
+)
 
 
 @register
 class SmolVLM(PlaceholderFamily):
-    model_types = ("smolvlm",)
+    model_type = "smolvlm"
+    docs = (
+        FamilyDoc(
+            "SmolVLM2",
+            "`HuggingFaceTB/SmolVLM2-256M-Video-Instruct`, `…-2.2B-Instruct`",
+            'frames as images with "Frame from MM:SS" timestamps',
+            "`image_embeds` (16×64) + frame times: 4.3 KB",
+        ),
+    )
     vision_modules = ("vision_model", "connector")
     supports_chat = True
     language_module = "text_model"
+
+    @classmethod
+    def build_tiny(
+        cls,
+        out_dir: str | Path,
+        *,
+        hidden_size: int = 64,
+        num_layers: int = 2,
+        vision_dim: int = 32,
+        vision_depth: int = 2,
+        image_size: int = 64,
+        seed: int = 0,
+    ) -> Path:
+        """SigLIP-style tower, pixel-shuffle connector, Llama LM."""
+        from transformers import (
+            SmolVLMConfig,
+            SmolVLMForConditionalGeneration,
+            SmolVLMImageProcessor,
+            SmolVLMProcessor,
+            SmolVLMVideoProcessor,
+        )
+
+        tokenizer = build_bpe_tokenizer(
+            SPECIAL_TOKENS,
+            bos="<|im_start|>",
+            eos="<end_of_utterance>",
+            pad="<|im_end|>",
+            named={
+                "image_token": "<image>",
+                "video_token": "<video>",
+                "fake_image_token": "<fake_token_around_image>",
+                "global_image_token": "<global-img>",
+                "end_of_utterance_token": "<end_of_utterance>",
+            },
+        )
+        ids = token_ids(tokenizer, SPECIAL_TOKENS)
+        patch, scale = 16, 2
+        config = SmolVLMConfig(
+            text_config=dict(
+                model_type="llama",
+                **tiny_text_config(tokenizer, hidden_size, num_layers),
+                bos_token_id=ids["<|im_start|>"],
+                eos_token_id=ids["<end_of_utterance>"],
+                pad_token_id=ids["<|im_end|>"],
+            ),
+            vision_config=dict(
+                hidden_size=vision_dim,
+                intermediate_size=vision_dim * 2,
+                num_hidden_layers=vision_depth,
+                num_attention_heads=2,
+                image_size=image_size,
+                patch_size=patch,
+            ),
+            image_token_id=ids["<image>"],
+            scale_factor=scale,
+            pad_token_id=ids["<|im_end|>"],
+            tie_word_embeddings=False,
+        )
+        torch.manual_seed(seed)
+        model = SmolVLMForConditionalGeneration(config).eval()
+        # Frames are squared to image_size; the hub's video_sampling block sets the defaults
+        # the processor's own frame sampler would use (the pipeline samples frames itself).
+        edge = {"longest_edge": image_size}
+        sampling = {"fps": 1, "max_frames": 64, "video_size": edge}
+        processor = SmolVLMProcessor(
+            image_processor=SmolVLMImageProcessor(
+                size=edge, max_image_size=edge, do_image_splitting=False
+            ),
+            video_processor=SmolVLMVideoProcessor(
+                size=edge, max_image_size=edge, video_sampling=sampling
+            ),
+            tokenizer=tokenizer,
+            image_seq_len=(image_size // patch) ** 2 // scale**2,
+            chat_template=CHAT_TEMPLATE,
+        )
+        return sharpen_and_save(
+            model, processor, out_dir, eos_id=ids["<end_of_utterance>"], pad_id=ids["<|im_end|>"]
+        )
 
     @torch.inference_mode()
     def encode(self, clips: Sequence[FramesInput]) -> list[dict[str, torch.Tensor]]:
         vp = self.processor.video_processor
         # Every frame is squared to max_image_size, so all clips' frames stack into one
         # "sample" of images for a single tower call; rows come back in frame order.
-        batches = [
-            vp(videos=[c.frames], return_tensors="pt", do_sample_frames=False) for c in clips
-        ]
+        with rejected_inputs("video processor"):
+            batches = [
+                vp(videos=[c.frames], return_tensors="pt", do_sample_frames=False) for c in clips
+            ]
         pixels = torch.cat([b["pixel_values"][0] for b in batches])[None]
         mask = torch.cat([b["pixel_attention_mask"][0] for b in batches])[None]
         out = self.visual_model.get_image_features(

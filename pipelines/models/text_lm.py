@@ -8,6 +8,8 @@ is not a registered video family.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
 from pipelines.config import ModelConfig
@@ -59,3 +61,28 @@ def load_summary_lm(config: ModelConfig):
     if not family_cls.supports_chat:
         raise ValueError(f"{model_type} has no chat template: it cannot write summaries")
     return family_cls(config)
+
+
+def build_tiny_text_lm(
+    out_dir: str | Path, *, hidden_size: int = 64, num_layers: int = 2, seed: int = 0
+) -> Path:
+    """A tiny text-only chat model (Qwen2 causal LM, ChatML template): a summary model."""
+    import torch
+    from transformers import Qwen2Config, Qwen2ForCausalLM
+
+    from pipelines.models.qwen2_vl import QWEN_CHAT_TEMPLATE, qwen_tokenizer
+    from pipelines.models.tiny import sharpen_and_save, tiny_text_config
+
+    tokenizer = qwen_tokenizer()
+    tokenizer.chat_template = QWEN_CHAT_TEMPLATE
+    eos = tokenizer.convert_tokens_to_ids("<|im_end|>")
+    pad = tokenizer.convert_tokens_to_ids("<|endoftext|>")
+    config = Qwen2Config(
+        **tiny_text_config(tokenizer, hidden_size, num_layers),
+        bos_token_id=pad,
+        eos_token_id=eos,
+        pad_token_id=pad,
+    )
+    torch.manual_seed(seed)
+    model = Qwen2ForCausalLM(config).eval()
+    return sharpen_and_save(model, tokenizer, out_dir, eos_id=eos, pad_id=pad)

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Sequence
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -43,14 +44,17 @@ from pipelines.config import GenerationConfig
 from pipelines.errors import ErrorCode, StageError
 from pipelines.models import register
 from pipelines.models.base import (
+    FamilyDoc,
     FramesInput,
     GenOutput,
     GenRequest,
     VideoLMFamily,
     decoding_kwargs,
+    rejected_inputs,
     stop_ids,
     until_stop,
 )
+from pipelines.models.tiny import build_bpe_tokenizer, sharpen_and_save
 
 # Encoders that take a whole clip of a fixed frame count rather than single images.
 VIDEO_ENCODERS = frozenset({"videomae", "timesformer"})
@@ -78,9 +82,124 @@ def resample_indices(num_frames: int, target: int) -> np.ndarray:
     return np.linspace(0, num_frames - 1, target).round().astype(int)
 
 
+def _tiny_clip(vision: dict, image_size: int, num_frames: int):
+    from transformers import CLIPImageProcessor
+    from transformers.models.clip import CLIPVisionConfig
+
+    square = {"height": image_size, "width": image_size}
+    preprocessor = CLIPImageProcessor(size={"shortest_edge": image_size}, crop_size=square)
+    return CLIPVisionConfig(**vision), preprocessor
+
+
+def _tiny_videomae(vision: dict, image_size: int, num_frames: int):
+    from transformers import VideoMAEConfig, VideoMAEVideoProcessor
+
+    square = {"height": image_size, "width": image_size}
+    config = VideoMAEConfig(**vision, num_frames=num_frames, tubelet_size=2, use_mean_pooling=False)
+    return config, VideoMAEVideoProcessor(size={"shortest_edge": image_size}, crop_size=square)
+
+
+def _tiny_timesformer(vision: dict, image_size: int, num_frames: int):
+    from transformers import TimesformerConfig, TimesformerVideoProcessor
+
+    square = {"height": image_size, "width": image_size}
+    config = TimesformerConfig(**vision, num_frames=num_frames)
+    return config, TimesformerVideoProcessor(size={"shortest_edge": image_size}, crop_size=square)
+
+
+# Tiny encoders by kind: (vision keys, image size, frames) -> (encoder config, preprocessor).
+TINY_ENCODERS = {"clip": _tiny_clip, "videomae": _tiny_videomae, "timesformer": _tiny_timesformer}
+
+
 @register
 class VisionEncoderDecoder(VideoLMFamily):
-    model_types = ("vision-encoder-decoder",)
+    model_type = "vision-encoder-decoder"
+    docs = (
+        FamilyDoc(
+            "CLIP + GPT-2",
+            "e.g. `nlpconnect/vit-gpt2-image-captioning`",
+            "per-frame encoder states concatenated over frames, cross-attended (order-blind: "
+            "GPT-2 cross-attention has no key positions)",
+            "`encoder_hidden_states` (20×32): 2.7 KB",
+            model_type_note="CLIP/ViT encoder",
+        ),
+        FamilyDoc(
+            "TimeSformer / VideoMAE + GPT-2",
+            "e.g. `Neleac/timesformer-gpt2-video-captioning`",
+            "native clip at the encoder's fixed frame count",
+            "`encoder_hidden_states` (17×32 / 8×32): 2.3 / 1.1 KB",
+            model_type_note="video encoder",
+        ),
+    )
+    tiny_variants = tuple({"encoder": kind} for kind in TINY_ENCODERS)
+
+    @classmethod
+    def build_tiny(
+        cls,
+        out_dir: str | Path,
+        *,
+        encoder: str = "clip",
+        hidden_size: int = 64,
+        num_layers: int = 2,
+        vision_dim: int = 32,
+        vision_depth: int = 2,
+        image_size: int = 32,
+        num_frames: int = 4,
+        seed: int = 0,
+    ) -> Path:
+        """A vision encoder + GPT-2 with cross-attention.
+
+        ``encoder`` is ``clip`` (per-frame CLIP ViT, an image processor), or ``videomae`` /
+        ``timesformer`` (a clip of exactly ``num_frames`` frames, a video processor).
+        """
+        from transformers import GPT2Config, VisionEncoderDecoderConfig
+
+        if encoder not in TINY_ENCODERS:
+            raise ValueError(f"encoder must be one of {sorted(TINY_ENCODERS)}, got {encoder!r}")
+        out = Path(out_dir)
+        tokenizer = build_bpe_tokenizer(
+            ("<|endoftext|>",), bos="<|endoftext|>", eos="<|endoftext|>", pad="<|endoftext|>"
+        )
+        eos = tokenizer.convert_tokens_to_ids("<|endoftext|>")
+        vision = dict(
+            hidden_size=vision_dim,
+            intermediate_size=vision_dim * 2,
+            num_hidden_layers=vision_depth,
+            num_attention_heads=2,
+            image_size=image_size,
+            patch_size=16,
+        )
+        enc_config, preprocessor = TINY_ENCODERS[encoder](vision, image_size, num_frames)
+        dec_config = GPT2Config(
+            vocab_size=len(tokenizer),
+            n_embd=hidden_size,
+            n_layer=num_layers,
+            n_head=max(2, hidden_size // 32),
+            n_positions=256,
+            bos_token_id=eos,
+            eos_token_id=eos,
+            pad_token_id=eos,
+            tie_word_embeddings=False,
+        )
+        config = VisionEncoderDecoderConfig.from_encoder_decoder_configs(enc_config, dec_config)
+        config.decoder_start_token_id = eos
+        config.pad_token_id = eos
+        config.eos_token_id = eos
+        config.tie_word_embeddings = False
+        torch.manual_seed(seed)
+        model = VisionEncoderDecoderModel(config=config).eval()
+        # Random encoder states of similar videos look alike to random cross-attention; a
+        # wider encoder->decoder projection sharpens it so greedy captions follow the pixels.
+        with torch.no_grad():
+            model.enc_to_dec_proj.weight.mul_(10.0)
+            model.enc_to_dec_proj.bias.mul_(10.0)
+            time = getattr(model.encoder.embeddings, "time_embeddings", None)
+            if time is not None:
+                # Init leaves learned frame-position embeddings (TimeSformer's) at zero, which
+                # would make the tiny encoder blind to frame order; a trained one is not.
+                time.normal_(std=0.1)
+        tokenizer.save_pretrained(out)
+        return sharpen_and_save(model, preprocessor, out, eos_id=eos, pad_id=eos)
 
     def _load(self) -> VisionEncoderDecoderModel:
         cfg = self.config
@@ -103,7 +222,8 @@ class VisionEncoderDecoder(VideoLMFamily):
     def encode(self, clips: Sequence[FramesInput]) -> list[dict[str, torch.Tensor]]:
         if self.num_frames is None:  # image encoder: all frames of all clips in one batch
             frames = [f for c in clips for f in c.frames]
-            pixels = self.preprocessor(frames, return_tensors="pt")["pixel_values"]
+            with rejected_inputs("image processor"):
+                pixels = self.preprocessor(frames, return_tensors="pt")["pixel_values"]
             states = self._run(pixels)
             results, start = [], 0
             for clip in clips:
@@ -112,9 +232,10 @@ class VisionEncoderDecoder(VideoLMFamily):
                 start += n
             return results
         videos = [c.frames[resample_indices(len(c.frames), self.num_frames)] for c in clips]
-        pixels = torch.cat(
-            [self.preprocessor(videos=[v], return_tensors="pt")["pixel_values"] for v in videos]
-        )
+        with rejected_inputs("video processor"):
+            pixels = torch.cat(
+                [self.preprocessor(videos=[v], return_tensors="pt")["pixel_values"] for v in videos]
+            )
         return [{"encoder_hidden_states": s} for s in self._run(pixels)]
 
     def _run(self, pixels: torch.Tensor) -> torch.Tensor:

@@ -10,8 +10,8 @@ from safetensors.torch import save as save_tensors
 from pipelines.errors import StageError
 from pipelines.models.base import FramesInput
 from pipelines.records import Clip, EncodedClip
-from pipelines.stage import ModelStage
 from pipelines.stages.isolate import run_isolated
+from pipelines.stages.model import ModelStage
 
 
 def sampled_fps(clip: Clip) -> float:
@@ -27,8 +27,6 @@ class EncodeStage(ModelStage[Clip, EncodedClip]):
         self.family.load_encoder()
 
     def process_batch(self, items: Sequence[Clip]) -> list[EncodedClip | StageError]:
-        if self.family is None:
-            self.setup()
         started = time.perf_counter()
         inputs = [FramesInput(c.frames, sampled_fps(c)) for c in items]
         outputs = run_isolated(self.family.encode, inputs, self.name)

@@ -12,8 +12,8 @@ from pipelines.config import GenerationConfig, ModelConfig, PoolConfig
 from pipelines.errors import ErrorCode, StageError
 from pipelines.models.base import GenRequest
 from pipelines.records import Caption, EncodedClip
-from pipelines.stage import ModelStage
 from pipelines.stages.isolate import run_isolated
+from pipelines.stages.model import ModelStage
 
 
 class GenerateStage(ModelStage[EncodedClip, Caption]):
@@ -34,8 +34,6 @@ class GenerateStage(ModelStage[EncodedClip, Caption]):
         self, items: Sequence[EncodedClip], settings: GenerationConfig, streamer=None
     ) -> list[Caption | StageError]:
         """``process_batch`` with per-call decoding settings (online requests carry their own)."""
-        if self.family is None:
-            self.setup()
         started = time.perf_counter()
         # Several asks of one clip share its encoded bytes: deserialize them once.
         tensors: dict[int, dict] = {}
@@ -77,8 +75,6 @@ class GenerateStage(ModelStage[EncodedClip, Caption]):
         self, item: EncodedClip, settings: GenerationConfig, on_text: Callable[[str], None]
     ) -> Caption | StageError:
         """Generate for one item, calling ``on_text`` with each new piece of text."""
-        if self.family is None:
-            self.setup()
         streamer = CallbackStreamer(self.family.tokenizer, on_text)
         return self.process_with([item], settings, streamer=streamer)[0]
 

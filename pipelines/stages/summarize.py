@@ -18,7 +18,7 @@ from pipelines.errors import ErrorCode, StageError
 from pipelines.media.subtitles import load_cues
 from pipelines.models.base import GenOutput
 from pipelines.models.text_lm import load_summary_lm
-from pipelines.stage import ModelStage
+from pipelines.stages.model import ModelStage
 
 MAX_LEVELS = 12  # reduce levels before giving up (each level divides the lines by >= 2)
 
@@ -94,8 +94,6 @@ class SummarizeStage(ModelStage[VideoCaptions, VideoSummary]):
             )
 
     def process_batch(self, items: Sequence[VideoCaptions]) -> list[VideoSummary | StageError]:
-        if self.family is None:
-            self.setup()
         return [self._summarize(video) for video in items]
 
     # -- one video ----------------------------------------------------------------------

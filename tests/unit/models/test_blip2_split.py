@@ -15,7 +15,7 @@ import torch
 from transformers import AutoProcessor, Blip2ForConditionalGeneration
 
 from pipelines.config import GenerationConfig
-from pipelines.models import resolve_family
+from pipelines.models import resolve_family, tiny_cases
 from pipelines.models.base import FramesInput, GenRequest
 from pipelines.models.blip2 import Blip2
 from tests.unit.models.split_helpers import (
@@ -27,15 +27,16 @@ from tests.unit.models.split_helpers import (
 PROMPT = "Describe this video."
 PROMPT_TEXT = "Question: Describe this video. Answer:"  # BLIP-2's documented QA format
 FPS = 2.0
+MODEL_TYPES = ("blip-2",)
 
 
 def _video(seed: int, frames: int = 4, h: int = 48, w: int = 64) -> np.ndarray:
     return random_video(seed, frames, h, w)
 
 
-@pytest.fixture(scope="module")
-def halves(tiny_model_dir):
-    path = tiny_model_dir("blip-2")
+@pytest.fixture(scope="module", params=tiny_cases(*MODEL_TYPES), ids=lambda c: c.id)
+def halves(request, tiny_model_dir):
+    path = tiny_model_dir(request.param.model_type, **request.param.kwargs)
     cls, model_type = resolve_family(path)
     assert cls is Blip2 and model_type == "blip-2"
     enc, lm = load_halves(cls, path)

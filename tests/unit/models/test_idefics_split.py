@@ -13,7 +13,7 @@ import torch
 from transformers import AutoProcessor, IdeficsForVisionText2Text
 
 from pipelines.config import GenerationConfig
-from pipelines.models import resolve_family
+from pipelines.models import resolve_family, tiny_cases
 from pipelines.models.base import FramesInput, GenRequest
 from pipelines.models.idefics import Idefics
 from tests.unit.models.split_helpers import (
@@ -24,15 +24,16 @@ from tests.unit.models.split_helpers import (
 
 PROMPT = "Describe this video."
 FPS = 2.0
+MODEL_TYPES = ("idefics",)
 
 
 def _video(seed: int, frames: int = 4, h: int = 48, w: int = 64) -> np.ndarray:
     return random_video(seed, frames, h, w)
 
 
-@pytest.fixture(scope="module")
-def halves(tiny_model_dir):
-    path = tiny_model_dir("idefics")
+@pytest.fixture(scope="module", params=tiny_cases(*MODEL_TYPES), ids=lambda c: c.id)
+def halves(request, tiny_model_dir):
+    path = tiny_model_dir(request.param.model_type, **request.param.kwargs)
     cls, model_type = resolve_family(path)
     assert cls is Idefics and model_type == "idefics"
     enc, lm = load_halves(cls, path)

@@ -8,7 +8,7 @@ import torch
 from transformers import AutoModelForImageTextToText, AutoProcessor
 
 from pipelines.config import GenerationConfig
-from pipelines.models import resolve_family
+from pipelines.models import resolve_family, tiny_cases
 from pipelines.models.base import FramesInput, GenRequest
 from pipelines.models.llava_next_video import LlavaNextVideo
 from pipelines.models.llava_onevision import LlavaOnevision
@@ -27,15 +27,17 @@ def _video(seed: int, frames: int = 4, h: int = 112, w: int = 112) -> np.ndarray
 
 
 FAMILIES = {"llava_onevision": LlavaOnevision, "llava_next_video": LlavaNextVideo}
+MODEL_TYPES = tuple(sorted(FAMILIES))
 # Tiny models: 4x4 patches per 56 px frame, pooled 2x2 -> 4 rows; OneVision adds a newline.
 TRAILING_ROWS = {"llava_onevision": 1, "llava_next_video": 0}
 
 
-@pytest.fixture(scope="module", params=sorted(FAMILIES))
+@pytest.fixture(scope="module", params=tiny_cases(*MODEL_TYPES), ids=lambda c: c.id)
 def halves(request, tiny_model_dir):
-    path = tiny_model_dir(request.param)
+    case = request.param
+    path = tiny_model_dir(case.model_type, **case.kwargs)
     cls, model_type = resolve_family(path)
-    assert cls is FAMILIES[request.param] and model_type == request.param
+    assert cls is FAMILIES[case.model_type] and model_type == case.model_type
     enc, lm = load_halves(cls, path)
     proc = AutoProcessor.from_pretrained(path)
     fused = AutoModelForImageTextToText.from_pretrained(path).eval()

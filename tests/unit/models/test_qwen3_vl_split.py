@@ -9,7 +9,7 @@ from transformers import AutoModelForImageTextToText, AutoProcessor
 from transformers.video_utils import VideoMetadata
 
 from pipelines.config import GenerationConfig
-from pipelines.models import resolve_family
+from pipelines.models import resolve_family, tiny_cases
 from pipelines.models.base import FramesInput, GenRequest
 from pipelines.models.qwen3_vl import Qwen3VL
 from tests.unit.models.split_helpers import (
@@ -20,15 +20,16 @@ from tests.unit.models.split_helpers import (
 
 PROMPT = "Describe this video."
 FPS = 2.0
+MODEL_TYPES = ("qwen3_vl",)
 
 
 def _video(seed: int, frames: int = 4, h: int = 112, w: int = 112) -> np.ndarray:
     return random_video(seed, frames, h, w)
 
 
-@pytest.fixture(scope="module")
-def halves(tiny_model_dir):
-    path = tiny_model_dir("qwen3_vl")
+@pytest.fixture(scope="module", params=tiny_cases(*MODEL_TYPES), ids=lambda c: c.id)
+def halves(request, tiny_model_dir):
+    path = tiny_model_dir(request.param.model_type, **request.param.kwargs)
     cls, model_type = resolve_family(path)
     assert cls is Qwen3VL and model_type == "qwen3_vl"
     enc, lm = load_halves(cls, path)

@@ -11,22 +11,27 @@ from transformers.video_utils import VideoMetadata
 
 from pipelines.config import GenerationConfig
 from pipelines.errors import ErrorCode, StageError
-from pipelines.models import family_for_model_type, resolve_family, supported_model_types
+from pipelines.models import (
+    family_for_model_type,
+    resolve_family,
+    supported_model_types,
+    tiny_cases,
+)
 from pipelines.models.base import FramesInput, GenRequest
-from tests.conftest import QWEN_FAMILIES
 from tests.unit.models.split_helpers import load_halves, random_video
 
 PROMPT = "Describe this video."
 FPS = 2.0
+MODEL_TYPES = ("qwen2_vl", "qwen2_5_vl")
 
 
 def _video(seed: int, frames: int = 4, h: int = 112, w: int = 112) -> np.ndarray:
     return random_video(seed, frames, h, w)
 
 
-@pytest.fixture(scope="module", params=QWEN_FAMILIES)
+@pytest.fixture(scope="module", params=tiny_cases(*MODEL_TYPES), ids=lambda c: c.id)
 def halves(request, tiny_model_dir):
-    path = tiny_model_dir(request.param)
+    path = tiny_model_dir(request.param.model_type, **request.param.kwargs)
     cls, _ = resolve_family(path)
     enc, lm = load_halves(cls, path)
     proc = AutoProcessor.from_pretrained(path)

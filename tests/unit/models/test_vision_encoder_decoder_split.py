@@ -16,33 +16,33 @@ from transformers.modeling_outputs import BaseModelOutput
 
 from pipelines.config import GenerationConfig
 from pipelines.errors import ErrorCode, StageError
-from pipelines.models import resolve_family
+from pipelines.models import resolve_family, tiny_cases
 from pipelines.models.base import FramesInput, GenRequest
-from pipelines.models.tiny import build_vision_encoder_decoder
 from pipelines.models.vision_encoder_decoder import VisionEncoderDecoder, resample_indices
 from tests.unit.models.split_helpers import load_halves, random_video
 
 FPS = 2.0
 PROMPT = "Describe this video."
 NUM_FRAMES = 4  # the video encoders' fixed clip length in the tiny models
+MODEL_TYPES = ("vision-encoder-decoder",)  # every tiny variant: CLIP, VideoMAE, TimeSformer
 
 
 def _video(seed: int, frames: int = 4, h: int = 48, w: int = 64) -> np.ndarray:
     return random_video(seed, frames, h, w)
 
 
-@pytest.fixture(scope="module", params=["clip", "videomae", "timesformer"])
-def halves(request, tiny_model_dir, tmp_path_factory):
-    if request.param == "clip":  # the registry's tiny builder makes CLIP + GPT-2
-        path = tiny_model_dir("vision-encoder-decoder")
-    else:
-        out = tmp_path_factory.mktemp(f"ved-{request.param}")
-        path = str(build_vision_encoder_decoder(out, encoder=request.param, num_frames=NUM_FRAMES))
+@pytest.fixture(scope="module", params=tiny_cases(*MODEL_TYPES), ids=lambda c: c.id)
+def halves(request, tiny_model_dir):
+    case = request.param
+    path = tiny_model_dir(case.model_type, **case.kwargs)
     cls, model_type = resolve_family(path)
     assert cls is VisionEncoderDecoder and model_type == "vision-encoder-decoder"
     enc, lm = load_halves(cls, path)
     fused = VisionEncoderDecoderModel.from_pretrained(path).eval()
-    return request.param, enc, lm, fused, path
+    kind = case.kwargs["encoder"]
+    if kind != "clip":
+        assert fused.config.encoder.num_frames == NUM_FRAMES
+    return kind, enc, lm, fused, path
 
 
 def _fused_inputs(kind, path, fused, video):

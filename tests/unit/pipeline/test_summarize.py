@@ -124,7 +124,7 @@ def test_videos_without_captions_get_a_typed_error():
 
 @pytest.fixture(scope="module")
 def text_lm_dir(tmp_path_factory):
-    from pipelines.models.tiny import build_tiny_text_lm
+    from pipelines.models.text_lm import build_tiny_text_lm
 
     return str(build_tiny_text_lm(tmp_path_factory.mktemp("text-lm")))
 
