@@ -19,7 +19,6 @@ Escaping, per format:
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import json
 import re
@@ -177,15 +176,3 @@ def export(
             f.write(_WRITERS[fmt](rows).encode())
         written.append(path)
     return written
-
-
-def cmd_export(args: argparse.Namespace) -> int:
-    from pipelines.cli import UsageError
-
-    try:
-        written = export(args.out, args.format, args.dest, args.prompt_index)
-    except (RunNotFound, ValueError) as exc:
-        raise UsageError(str(exc)) from exc
-    where = args.dest or f"{args.out.rstrip('/')}/export/{args.format}"
-    print(f"vidcap: {len(written)} {args.format} file(s) written to {where}")
-    return 0

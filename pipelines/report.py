@@ -12,7 +12,6 @@ see ``size_bound_bytes`` (9.5 MB with the defaults; a test checks it for 1,000 v
 
 from __future__ import annotations
 
-import argparse
 import html
 import os
 import time
@@ -292,19 +291,3 @@ def write_report(out: str, html_path: str | None = None, **options: Any) -> str:
     with fs.open_output_stream(path) as f:
         f.write(text.encode())
     return dest
-
-
-def cmd_report(args: argparse.Namespace) -> int:
-    from pipelines.cli import UsageError
-    from pipelines.export import RunNotFound
-
-    if args.max_videos < 0 or args.thumbs_per_video < 0:
-        raise UsageError("--max-videos and --thumbs-per-video must be 0 or more")
-    try:
-        dest = write_report(
-            args.out, args.html, max_videos=args.max_videos, thumbs_per_video=args.thumbs_per_video
-        )
-    except RunNotFound as exc:
-        raise UsageError(str(exc)) from exc
-    print(f"vidcap: report written to {dest}")
-    return 0

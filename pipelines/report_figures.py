@@ -1,31 +1,38 @@
 """The pictures of ``vidcap report``: thumbnails grabbed from the sources, and a throughput plot.
 
-Thumbnails: the source is checked exactly as the job checks it (``probe``: size, duration,
-playlists and other reference formats refused, no nested opens), then opened again with the
-same FFmpeg restrictions and *seeked* to each requested time: a thumbnail costs one seek and a
-few frames, not a decode of the whole video. Times are the Parquet's ``frame_ts_s``: seconds
-from the first decoded frame's PTS, so the grab decodes that first frame to learn the origin.
-Each thumbnail is the decoded frame nearest its time, scaled (sample aspect ratio applied) to
-fit ``THUMB_BOX_PX``, rotated upright, and stored as a JPEG of at most ``THUMB_MAX_BYTES``.
+Thumbnails: the source is opened and decoded by the media layer exactly as the job does it
+(``media.frames.open_video``: size, duration, playlists and other reference formats refused, no
+nested opens; the same stream, frame times and sample aspect ratio), and the decoder *seeks* to
+each requested time far ahead: a thumbnail costs one seek and a few frames, not a decode of the
+whole video. Times are the Parquet's ``frame_ts_s`` (seconds from the first decoded frame's PTS).
+Each thumbnail is the decoded frame nearest its time (ties to the earlier, as the job picks),
+scaled (sample aspect ratio applied) to fit ``THUMB_BOX_PX``, rotated upright, and stored as a
+JPEG of at most ``THUMB_MAX_BYTES``.
 """
 
 from __future__ import annotations
 
 import base64
+import bisect
 import io
 import math
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+import av
+
 from pipelines.config import DecodeConfig
-from pipelines.errors import MediaError
+from pipelines.errors import ErrorCode, MediaError
+from pipelines.media.frames import Clock, iter_frames, open_video
+from pipelines.media.sampling import is_nearer_or_tie
 
 THUMB_BOX_PX = (160, 120)  # (width, height) every thumbnail fits in
 THUMB_MAX_BYTES = 10_000  # JPEG bytes per thumbnail; base64 makes it at most 13,336 in the HTML
 _JPEG_QUALITIES = (75, 55, 35, 20)
-_SEEK_AHEAD_S = 2.0  # decode forward instead of seeking when the next time is this close
-_GRAB_TIMEOUT_S = 30.0  # per video; the thumbnails not grabbed by then become a placeholder
+# The job's checks and limits, but 30 s per video (the thumbnails not grabbed by then become a
+# placeholder) and no skipped non-reference frame, so each pick is the nearest decoded frame.
+_GRAB_CFG = DecodeConfig(timeout_s=30.0, nonref_margin_s=0.0)
 
 
 @dataclass(frozen=True)
@@ -50,107 +57,54 @@ def grab_thumbnails(source: str, times_s: Sequence[float], deadline: float = mat
         return Thumbs()
     if time.monotonic() > deadline:
         return Thumbs(problem="not grabbed: the report's time budget for thumbnails ran out")
-    import av
-
-    from pipelines.media.decode import probe
-
     try:
-        # Same checks (and limits) as the job: a file the job would refuse is not opened here.
-        probe(source, DecodeConfig(timeout_s=_GRAB_TIMEOUT_S))
         return Thumbs(jpegs=tuple(_grab(source, times_s)))
     except MediaError as exc:
         return Thumbs(problem=f"{exc.code.value}: {exc}")
-    except (av.error.FFmpegError, OSError, TimeoutError, ValueError, StopIteration) as exc:
+    except (av.error.FFmpegError, OSError, ValueError) as exc:
         # Changed or broke since the job read it (PyAV's errors are OSError/ValueError).
         return Thumbs(problem=f"{type(exc).__name__}: {exc}")
 
 
-def _open(source: str):
-    import av
+class _Wanted:
+    """The times still without a thumbnail, in order: the decoder's guide for what to seek to."""
 
-    from pipelines.inputs import filesystem_for
+    def __init__(self, times_s: Sequence[float]) -> None:
+        self.times_s = sorted(set(times_s))
+        self.done = 0
 
-    fs, path = filesystem_for(source)
-    file = fs.open_input_file(path)
+    def next_target_s(self) -> float:
+        return self.times_s[self.done] if self.done < len(self.times_s) else math.inf
 
-    def refuse(url: str, flags: int, options: dict) -> None:
-        raise PermissionError(f"refused to open {url!r} referenced by the input")
-
-    return file, av.open(file, container_options={"protocol_whitelist": "none"}, io_open=refuse)
-
-
-def _frames(container, stream, deadline: float):
-    """(time in s, frame) in decode order, as the decoder times them; stops where the file breaks.
-
-    Times come from PTS x the stream's time base (frames flushed from the decoder may carry no
-    time base of their own); a frame without a PTS is placed one frame interval after the last.
-    """
-    import av
-
-    rate = stream.average_rate or stream.guessed_rate
-    interval_s = float(1 / rate) if rate and 0 < rate <= 1000 else 1 / 30
-    last_s = None
-
-    def timed(decoded):
-        nonlocal last_s
-        for frame in decoded:
-            if frame.pts is not None:
-                last_s = float(frame.pts * stream.time_base)
-            elif last_s is not None:
-                last_s += interval_s
-            else:
-                continue
-            yield last_s, frame
-
-    try:
-        for packet in container.demux(stream):
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"thumbnails took over {_GRAB_TIMEOUT_S:.0f} s")
-            # An empty packet would end the stream early (some demuxers send them mid-stream).
-            if packet.size:
-                yield from timed(packet.decode())
-        yield from timed(stream.codec_context.decode(None))  # frames the decoder still holds
-    except av.error.FFmpegError:
-        return
+    def wants_near(self, time_s: float, margin_s: float) -> bool:
+        i = bisect.bisect_left(self.times_s, time_s - margin_s, lo=self.done)
+        return i < len(self.times_s) and self.times_s[i] <= time_s + margin_s
 
 
 def _grab(source: str, times_s: Sequence[float]) -> list[bytes]:
-    from pipelines.media import decode
-
-    deadline = time.monotonic() + _GRAB_TIMEOUT_S
-    file, container = _open(source)
-    with file, container:
-        stream = decode._pick_stream(container)  # the stream the job decoded
-        stream.thread_type = "AUTO"
-        frames = _frames(container, stream, deadline)
-        cur = next(frames)  # probe() saw a frame, so there is one
-        origin_s, prev = cur[0], None
-        picks = {}
-        for t in sorted(set(times_s)):
-            target = origin_s + t
-            if target - cur[0] > _SEEK_AHEAD_S:
-                # Lands on the keyframe at or before the target, then decodes forward.
-                container.seek(round(target / stream.time_base), stream=stream, backward=True)
-                frames = _frames(container, stream, deadline)
-                cur, prev = next(frames, cur), None
-            while cur[0] < target:
-                nxt = next(frames, None)
-                if nxt is None:
-                    break
-                prev, cur = cur, nxt
-            near = cur
-            if prev is not None and abs(prev[0] - target) < abs(cur[0] - target):
-                near = prev
-            picks[t] = _jpeg(near[1], stream)
-        return [picks[t] for t in times_s]
+    wanted = _Wanted(times_s)
+    jpegs: dict[float, bytes] = {}
+    with open_video(source, _GRAB_CFG) as opened:
+        prev = None
+        for frame in iter_frames(opened, _GRAB_CFG, Clock(_GRAB_CFG.timeout_s), wanted):
+            while (t := wanted.next_target_s()) <= frame.ts_s:
+                early = prev is not None and is_nearer_or_tie(t, prev.ts_s, frame.ts_s)
+                jpegs[t] = _jpeg((prev if early else frame).raw, opened.sar)
+                wanted.done += 1
+            prev = frame
+            if wanted.next_target_s() == math.inf:
+                break
+        if prev is None:
+            raise MediaError(ErrorCode.EMPTY, f"{source}: no decodable video frame")
+        for t in wanted.times_s[wanted.done :]:  # past the last frame: the last frame is nearest
+            jpegs[t] = _jpeg(prev.raw, opened.sar)
+    return [jpegs[t] for t in times_s]
 
 
-def _jpeg(frame, stream) -> bytes:
+def _jpeg(frame: av.VideoFrame, sar: float) -> bytes:
     from PIL import Image
 
     k = round(frame.rotation / 90) % 4  # counter-clockwise quarter turns, as the decoder does
-    sar = stream.sample_aspect_ratio
-    sar = float(sar) if sar and 0.1 < sar < 10 else 1.0
     box_w, box_h = THUMB_BOX_PX if k % 2 == 0 else THUMB_BOX_PX[::-1]
     display_w = frame.width * sar
     scale = min(box_w / display_w, box_h / frame.height)

@@ -13,7 +13,7 @@ file gives no cues (or the cues that could be parsed) and the video is still cap
   are the text. WebVTT headers, NOTE, STYLE and REGION blocks have no timing line and are skipped.
 - Markup is removed: HTML-like tags (``<i>``, ``<c.yellow>``, ``<00:01.000>``) and ASS override
   blocks (``{\\an8}``); ASS line breaks ``\\N`` become newlines.
-- Embedded streams are opened with the same safety barriers as the decoder (no other file or
+- Embedded streams are opened by ``open.open_media``, under the decoder's rules (no other file or
   URL may be opened). Only text streams (subrip, mov_text, webvtt, ass/ssa) are read; FFmpeg
   hands every one of them over as ASS events, whose last field is the text. Their times are
   shifted by the video stream's start time, the decoder's time origin.
@@ -31,7 +31,7 @@ import pyarrow.fs as pafs
 
 from pipelines.config import DecodeConfig
 from pipelines.errors import MediaError
-from pipelines.media import decode
+from pipelines.media.open import open_media, pick_stream, resolve
 
 MAX_SUBTITLE_BYTES = 16 * 1024 * 1024  # a sidecar bigger than this is not a subtitle file
 SIDECAR_SUFFIXES = (".srt", ".vtt")
@@ -80,7 +80,7 @@ def load_cues(
 def read_sidecar(video_path: str, filesystem: pafs.FileSystem | None = None) -> list[Cue]:
     """Cues from ``<stem>.srt`` or else ``<stem>.vtt`` next to the video; [] when none parses."""
     try:
-        fs, fs_path = decode._resolve(video_path, filesystem)
+        fs, fs_path = resolve(video_path, filesystem)
     except MediaError:
         return []
     stem = os.path.splitext(fs_path)[0]
@@ -140,19 +140,9 @@ def read_embedded(
     video_path: str, filesystem: pafs.FileSystem | None = None, cfg: DecodeConfig | None = None
 ) -> list[Cue]:
     """Cues of the first text subtitle stream inside the container; [] when there is none."""
-    cfg = cfg or DecodeConfig()
     try:
-        fs, fs_path = decode._resolve(video_path, filesystem)
-        decode._check_file(fs, fs_path, video_path, cfg)
-        with fs.open_input_file(fs_path) as file:
-            if decode._sniff_reference_format(file.read(decode._SNIFF_BYTES)):
-                return []
-            file.seek(0)
-            container = decode._open_container(file, video_path)
-            try:
-                return _container_cues(container)
-            finally:
-                container.close()
+        with open_media(video_path, cfg or DecodeConfig(), filesystem) as container:
+            return _container_cues(container)
     except (MediaError, av.error.FFmpegError, OSError, ValueError):
         return []
 
@@ -166,7 +156,7 @@ def _container_cues(container: av.container.InputContainer) -> list[Cue]:
     if not streams:
         return []
     stream = streams[0]
-    video = decode._pick_stream(container)
+    video = pick_stream(container)
     origin_s = (
         float(video.start_time * video.time_base)
         if video is not None and video.start_time is not None and video.time_base

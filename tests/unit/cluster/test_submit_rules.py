@@ -10,6 +10,7 @@ import pytest
 
 from pipelines import submit
 from pipelines.cli import UsageError, main
+from pipelines.cli import submit as submit_cmd
 
 ROOT = Path(__file__).parents[3]
 
@@ -62,17 +63,17 @@ def test_submit_refuses_a_local_out_before_contacting_anything(capsys):
 
 def test_forwarded_command_must_be_caption_without_address():
     with pytest.raises(UsageError, match="caption"):
-        submit.split_command(["--", "demo"])
+        submit_cmd.split_command(["--", "demo"])
     with pytest.raises(UsageError, match="drop --address"):
-        submit.split_command(["caption", "a.mp4", "--out", "s3://b/o", "--address", "auto"])
+        submit_cmd.split_command(["caption", "a.mp4", "--out", "s3://b/o", "--address", "auto"])
     with pytest.raises(UsageError, match="exclusive"):
-        submit.split_command(
+        submit_cmd.split_command(
             ["caption", "a.mp4", "--out", "s3://b/o", "--fps", "1", "--num-frames", "4"]
         )
 
 
 def test_entrypoint_runs_the_shipped_source_on_its_own_cluster():
-    command, args = submit.split_command(
+    command, args = submit_cmd.split_command(
         ["--", "caption", "s3://b/in/", "--out", "s3://b/out", "--prompt", "What's here?"]
     )
     assert args.out == "s3://b/out"
@@ -85,7 +86,7 @@ def test_entrypoint_runs_the_shipped_source_on_its_own_cluster():
 def test_a_local_prompts_file_travels_as_prompts(tmp_path):
     prompts = tmp_path / "p.txt"
     prompts.write_text("List the objects.\n# skipped\nWhich colours?\n")
-    command, _ = submit.split_command(
+    command, _ = submit_cmd.split_command(
         ["caption", "s3://b/in/", "--prompts", str(prompts), "--out", "s3://b/o", "--prompt", "A"]
     )
     assert command == [

@@ -15,6 +15,7 @@ import pytest
 from pipelines.config import DecodeConfig
 from pipelines.errors import ErrorCode, MediaError
 from pipelines.media import decode, sampling, synth
+from pipelines.media import open as media_open
 
 CFG = DecodeConfig(clip_s=10.0, fps=2.0)
 
@@ -213,7 +214,7 @@ def test_disguised_playlist_never_opens_the_file_it_names(bad_media, monkeypatch
     os.utime(secret, (0, os.stat(secret).st_mtime))
     atime_works = os.stat(secret).st_atime == 0
     # With the first-bytes check off, the FFmpeg-level barriers must still hold.
-    monkeypatch.setattr(decode, "_sniff_reference_format", lambda head: False)
+    monkeypatch.setattr(media_open, "is_reference_format", lambda head: False)
     assert error_code(playlist) in (ErrorCode.FORBIDDEN, ErrorCode.CORRUPT)
     assert error_code(bad_media["hls.avi"]) in (ErrorCode.FORBIDDEN, ErrorCode.CORRUPT)
     if atime_works:

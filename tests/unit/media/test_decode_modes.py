@@ -7,7 +7,7 @@ import pytest
 
 from pipelines.config import DecodeConfig
 from pipelines.errors import ErrorCode, MediaError
-from pipelines.media import decode, sampling, synth
+from pipelines.media import decode, frames, sampling, synth
 
 GOP_2S = {"x264-params": "keyint=20:min-keyint=20:scenecut=0"}  # at 10 fps
 GOP_1S = {"x264-params": "keyint=10:min-keyint=10:scenecut=0"}
@@ -33,16 +33,16 @@ def gop1_6s(media_dir) -> str:
 
 
 @pytest.fixture
-def opened_log(monkeypatch) -> list[decode._Opened]:
-    """Every ``_Opened`` the decoder creates, to read its seek and decoded-frame counters."""
+def opened_log(monkeypatch) -> list[frames.Opened]:
+    """Every ``Opened`` the decoder creates, to read its seek and decoded-frame counters."""
     log = []
-    inspect = decode._inspect
+    inspect = frames.inspect
 
     def spy(*args, **kwargs):
         log.append(inspect(*args, **kwargs))
         return log[-1]
 
-    monkeypatch.setattr(decode, "_inspect", spy)
+    monkeypatch.setattr(frames, "inspect", spy)
     return log
 
 
