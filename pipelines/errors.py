@@ -32,6 +32,15 @@ class ErrorCode(str, enum.Enum):
     INVALID_REQUEST = "invalid_request"  # an online request is malformed (no video, bad JSON)
     OUT_OF_RANGE = "out_of_range"  # a question's time range overlaps no clip of the video
     NO_CAPTIONS = "no_captions"  # a video summary has no clip caption to start from
+    # Online-only codes (serve/errors.py maps every code to its HTTP status).
+    UNAUTHORIZED = "unauthorized"  # missing or wrong API key
+    OVERLOADED = "overloaded"  # the endpoint is at capacity; retry after Retry-After
+    TIMEOUT = "timeout"  # a request, body read or fetch ran past its time budget
+    MODEL_NOT_FOUND = "model_not_found"  # the request names a model this endpoint does not serve
+    LIMIT_EXCEEDED = "limit_exceeded"  # over a per-request limit (clips, frames, pixels, ...)
+    RATE_LIMITED = "rate_limited"  # one client holds more requests than its share
+    UNSUPPORTED_FORMAT = "unsupported_format"  # an image format outside the accepted list
+    BODY_TIMEOUT = "body_timeout"  # the request body did not arrive in time
 
 
 @dataclass(frozen=True)

@@ -2,74 +2,70 @@
 
 ``build_app(ServeConfig)`` returns the Serve application; ``app_builder`` is the entry
 point named in ``serve/config.yaml`` for ``serve run`` / ``serve deploy``.
+
+Every answer that is not a success is ``{"error": {"message", "type", "param", "code"}}``
+with the status ``serve.errors.STATUS`` gives its code, streamed answers included.
 """
 
-from __future__ import annotations
-
+# No ``from __future__ import annotations`` here: Serve re-signs the route methods for its
+# class-based view, and FastAPI then leaves string annotations unresolved, so ``request:
+# Request`` became a required query parameter (every route answered 400).
 import asyncio
-import json
+import logging
+import os
 import secrets
 import time
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import ray
 from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse, StreamingResponse
-from pydantic import ValidationError
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
 from ray import serve
 from ray.serve.exceptions import BackPressureError
 from ray.serve.handle import DeploymentHandle
-from starlette.background import BackgroundTask
+from starlette.exceptions import HTTPException
 
 from pipelines.errors import ErrorCode, StageError
 from pipelines.inputs import video_id_for
 from pipelines.job import check_sampling
 from pipelines.models import resolve_family
-from pipelines.output import result_row
 from pipelines.records import Ask, Caption, Clip, EncodedClip, FailedClip
+from serve.admission import Admission, SlotStream, principal
+from serve.captions import ClientGone, caption_input, caption_rows
 from serve.config import ServeConfig
 from serve.deployments import Decoder, Encoder, LanguageModel
 from serve.encoding_cache import EncodingCache
+from serve.errors import RequestError, from_stage, overloaded
 from serve.fetch import FetchError
+from serve.limits import check_chat, parse, read_body
 from serve.media import load_media
 from serve.openai_api import (
-    STATUS_BY_CODE,
     ChatRequest,
     Conversation,
-    RequestError,
     completion,
-    error_body,
     split_messages,
     sse_chunk,
     usage,
 )
 
-api = FastAPI(title="vidcap", version="1")
-RETRY_AFTER_S = "1"
+log = logging.getLogger("ray.serve")
+# The schema and its UI are served only through the authorized route below.
+api = FastAPI(title="vidcap", version="1", docs_url=None, redoc_url=None, openapi_url=None)
 
 
-def _error_response(exc: RequestError) -> JSONResponse:
-    return JSONResponse(error_body(exc.status, exc.code, exc.message), exc.status, exc.headers)
+@api.exception_handler(HTTPException)
+async def _http_error(_: Request, exc: HTTPException) -> JSONResponse:
+    code = ErrorCode.NOT_FOUND if exc.status_code in (404, 405) else ErrorCode.INVALID_REQUEST
+    return RequestError(code, str(exc.detail)).response()
 
 
-def _stage_error(err: StageError) -> RequestError:
-    return RequestError(
-        STATUS_BY_CODE.get(err.code, 400), err.code.value, f"{err.stage}: {err.message}"
-    )
-
-
-async def _read_body(request: Request, cap: int) -> bytes:
-    declared = request.headers.get("content-length")
-    if declared and declared.isdigit() and int(declared) > cap:
-        raise RequestError(413, ErrorCode.TOO_LARGE.value, f"request body over {cap} bytes")
-    chunks, size = [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > cap:
-            raise RequestError(413, ErrorCode.TOO_LARGE.value, f"request body over {cap} bytes")
-        chunks.append(chunk)
-    return b"".join(chunks)
+@api.exception_handler(RequestValidationError)
+async def _validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:
+    where = "; ".join(".".join(str(p) for p in e["loc"]) for e in exc.errors()[:3])
+    return RequestError(ErrorCode.INVALID_REQUEST, f"invalid request: {where}").response()
 
 
 @serve.deployment
@@ -84,8 +80,12 @@ class Ingress:
     ) -> None:
         self.config = config
         self.decoder, self.encoder, self.lm = decoder, encoder, lm
-        self._inflight = 0
+        self.admission = Admission(config.inflight_limit, config.limits.max_inflight_per_client)
         self.cache = EncodingCache(int(config.encoding_cache_mb * 1024**2))
+        # Fetches, hashing and serve.status() block: they get threads of their own, so an
+        # abandoned fetch (its client gone) can never starve the default executor. Each
+        # admitted request runs at most one of them at a time.
+        self.threads = ThreadPoolExecutor(config.inflight_limit + 2, "vidcap-ingress")
 
     # -- plumbing ------------------------------------------------------------------------
 
@@ -95,102 +95,85 @@ class Ingress:
             return
         sent = request.headers.get("authorization", "")
         if not secrets.compare_digest(sent.encode(), f"Bearer {key}".encode()):
-            raise RequestError(
-                401, "unauthorized", "missing or wrong API key", {"WWW-Authenticate": "Bearer"}
-            )
+            raise RequestError(ErrorCode.UNAUTHORIZED, "missing or wrong API key")
+
+    def _who(self, request: Request) -> str:
+        return principal(request, self.config.security.api_key is not None)
+
+    async def _blocking(self, fn, *args) -> Any:
+        return await asyncio.get_running_loop().run_in_executor(self.threads, fn, *args)
 
     async def _guard(self, coro) -> Any:
-        """Map overload and slowness to 503/504; bad input was mapped where it was found."""
+        """One deadline for the request's work; overload is 503, a dead worker 502."""
+        timeout = self.config.request_timeout_s
         try:
-            return await asyncio.wait_for(coro, self.config.request_timeout_s)
+            return await asyncio.wait_for(coro, timeout)
         except TimeoutError:
-            raise RequestError(
-                504, "timeout", f"no answer within {self.config.request_timeout_s} s"
-            ) from None
+            raise RequestError(ErrorCode.TIMEOUT, f"no answer within {timeout} s") from None
         except BackPressureError:
-            raise RequestError(
-                503,
-                "overloaded",
-                "the server is at capacity, retry shortly",
-                {"Retry-After": RETRY_AFTER_S},
-            ) from None
+            raise overloaded() from None
         except ray.exceptions.RayTaskError as exc:
             if isinstance(exc.cause, BackPressureError):
-                raise RequestError(
-                    503,
-                    "overloaded",
-                    "the server is at capacity, retry shortly",
-                    {"Retry-After": RETRY_AFTER_S},
-                ) from None
-            raise
-
-    def _admit(self) -> None:
-        """Refuse at the door when the pipeline is full, before spending any work on it.
-
-        Refusing only at the LM's queue would let decode and encode burn CPU on requests
-        that are then dropped, slowing the admitted ones.
-        """
-        if self._inflight >= self.config.inflight_limit:
-            raise RequestError(
-                503,
-                "overloaded",
-                "the server is at capacity, retry shortly",
-                {"Retry-After": RETRY_AFTER_S},
-            )
-        self._inflight += 1
-
-    def _release(self) -> None:
-        self._inflight -= 1
+                raise overloaded() from None
+            log.exception("a pipeline deployment failed")
+            raise RequestError(ErrorCode.WORKER_CRASH, "a pipeline worker failed") from None
+        except ray.exceptions.RayError:
+            log.exception("a pipeline deployment is unavailable")
+            raise RequestError(ErrorCode.WORKER_CRASH, "a pipeline worker failed") from None
 
     async def _media(self, url: str) -> bytes:
         try:
-            return await asyncio.to_thread(load_media, url, self.config.security)
+            return await self._blocking(load_media, url, self.config.security)
         except FetchError as exc:
-            raise RequestError(exc.status, exc.code.value, exc.message) from None
+            raise RequestError(exc.code, exc.message) from None
 
-    async def _clips(
-        self, media: bytes, mode: str, video_id: str, prompt: str, source: str
-    ) -> list[Clip]:
-        items: list[Clip | FailedClip] = await self.decoder.decode.remote(
-            media, mode, video_id, prompt, source
+    async def _chat_clip(self, media: bytes, mode: str, prompt: str, source: str) -> Clip:
+        request_id = f"req-{uuid.uuid4().hex[:12]}"
+        stream = self.decoder.options(stream=True).clips.remote(
+            media, mode, request_id, prompt, source
         )
-        failed = [i for i in items if isinstance(i, FailedClip)]
-        if failed and not any(isinstance(i, Clip) for i in items):
-            raise _stage_error(failed[0].error)
-        return [i for i in items if isinstance(i, Clip)]
+        clips: list[Clip] = []
+        failed: FailedClip | None = None
+        try:
+            async for item in stream:
+                if isinstance(item, FailedClip):
+                    failed = failed or item
+                    continue
+                clips.append(item)
+                if len(clips) > 1:
+                    break
+        finally:
+            stream.cancel()
+        if not clips and failed is not None:
+            raise from_stage(failed.error)
+        if len(clips) != 1:
+            raise RequestError(
+                ErrorCode.TOO_LONG, "video too long for one chat answer; use /v1/captions"
+            )
+        return clips[0]
 
     async def _encoded_video(
-        self, conv: Conversation, media: bytes, session: str
-    ) -> tuple[EncodedClip, str]:
+        self, conv: Conversation, media: bytes, session: str, who: str
+    ) -> EncodedClip:
         """The chat video's encoding, from this session's cache when it was seen before."""
         kind, url = conv.media
         mode = "image" if kind == "image" else "chat"
         key = None
         if session and self.cache.enabled:
             if len(session) > 256:
-                raise RequestError(400, ErrorCode.INVALID_REQUEST.value, "session id too long")
-            key = await asyncio.to_thread(EncodingCache.key, session, media, mode)
+                raise RequestError(ErrorCode.INVALID_REQUEST, "session id too long")
+            # Scoped by the client too: a guessed session id of another client never hits.
+            key = await self._blocking(EncodingCache.key, f"{who}\n{session}", media, mode)
             if (hit := self.cache.get(key)) is not None:
-                return hit, "hit"
-        request_id = f"req-{uuid.uuid4().hex[:12]}"
+                return hit
         source = "data-url" if url.startswith("data:") else url
-        clips = await self._guard(self._clips(media, mode, request_id, conv.prompt, source))
-        if len(clips) != 1:
-            raise RequestError(
-                413,
-                ErrorCode.TOO_LONG.value,
-                "video too long for one chat answer; use /v1/captions",
-            )
-        encoded = await self._guard(self._encode(clips[0]))
+        clip = await self._chat_clip(media, mode, conv.prompt, source)
+        encoded = await self.encoder.encode.remote(clip)
+        if isinstance(encoded, StageError):
+            raise from_stage(encoded)
         if key is not None:
             self.cache.put(key, encoded)
-        return encoded, "miss" if key else "off"
-
-    async def _encode(self, clip: Clip) -> EncodedClip:
-        out = await self.encoder.encode.remote(clip)
-        if isinstance(out, StageError):
-            raise _stage_error(out)
-        return out
+        return encoded
 
     # -- endpoints -----------------------------------------------------------------------
 
@@ -200,16 +183,24 @@ class Ingress:
 
     @api.get("/readyz")
     async def readyz(self) -> JSONResponse:
-        status = serve.status().applications
+        status = (await self._blocking(serve.status)).applications
         ready = all(app.status == "RUNNING" for app in status.values())
         return JSONResponse({"ready": ready}, 200 if ready else 503)
+
+    @api.get("/openapi.json")
+    async def openapi(self, request: Request) -> JSONResponse:
+        try:
+            self._authorize(request)
+        except RequestError as exc:
+            return exc.response()
+        return JSONResponse(api.openapi())
 
     @api.get("/v1/models")
     async def models(self, request: Request) -> JSONResponse:
         try:
             self._authorize(request)
         except RequestError as exc:
-            return _error_response(exc)
+            return exc.response()
         model = {
             "id": self.config.model_name,
             "object": "model",
@@ -218,44 +209,54 @@ class Ingress:
         }
         return JSONResponse({"object": "list", "data": [model]})
 
+    def stats(self) -> dict:
+        """Admission and cache counters (for operators, tests and benches, by a handle)."""
+        return {**self.admission.stats(), "cache": self.cache.stats(), "pid": os.getpid()}
+
+    async def _admitted_body(self, request: Request) -> bytes:
+        self._authorize(request)
+        if self.admission.full():
+            raise overloaded()  # before reading the body: a refusal must cost next to nothing
+        # The slot is taken only once the body is in: a client that sends it slowly holds
+        # none, and the body read has its own deadline.
+        limits = self.config.limits
+        return await read_body(request, self.config.security.max_body_bytes, limits.body_timeout_s)
+
     @api.post("/v1/chat/completions")
     async def chat(self, request: Request):
+        slot = None
         try:
-            self._authorize(request)
-            self._admit()  # before reading the body: a refusal must cost next to nothing
-        except RequestError as exc:
-            return _error_response(exc)
-        streaming = False
-        try:
-            body = await _read_body(request, self.config.security.max_body_bytes)
-            try:
-                req = ChatRequest.model_validate_json(body)
-            except ValidationError as exc:
-                raise RequestError(400, ErrorCode.INVALID_REQUEST.value, str(exc)) from None
+            body = await self._admitted_body(request)
+            req = parse(ChatRequest, body)
+            check_chat(req, self.config.limits)
             if req.model not in (None, self.config.model_name):
                 raise RequestError(
-                    404, "model_not_found", f"model {req.model!r} is not served here"
+                    ErrorCode.MODEL_NOT_FOUND,
+                    f"model {req.model[:256]!r} is not served here",
+                    param="model",
                 )
             conv = split_messages(req)
             settings = req.settings(self.config.generation)
+            who = self._who(request)
+            slot = self.admission.take(who)
             session = request.headers.get("x-session-id") or req.user or ""
-            media = await self._guard(self._media(conv.media[1]))
-            encoded, cache = await self._encoded_video(conv, media, session)
+
+            async def prepare() -> EncodedClip:
+                media = await self._media(conv.media[1])
+                return await self._encoded_video(conv, media, session, who)
+
+            encoded = await self._guard(prepare())
             ask = Ask(conv.prompt, "qa" if conv.history else "caption", history=conv.history)
             encoded = EncodedClip(encoded.ref.for_ask(ask), encoded.encoded, encoded.encode_s)
-            headers = {"X-Vidcap-Encoding-Cache": cache}
             if req.stream:
-                streaming = True  # the stream releases the slot when it ends
-                return StreamingResponse(
-                    self._stream(req, encoded, settings),
-                    media_type="text/event-stream",
-                    headers=headers,
-                    # Runs when the response ends, however it ends (client gone included).
-                    background=BackgroundTask(self._release),
+                response = SlotStream(
+                    self._stream(req, encoded, settings), slot, media_type="text/event-stream"
                 )
+                slot = None  # the stream releases it when its send ends, however it ends
+                return response
             out = await self._guard(self.lm.generate.remote((encoded, settings)))
             if isinstance(out, StageError):
-                raise _stage_error(out)
+                raise from_stage(out)
             return JSONResponse(
                 completion(
                     self.config.model_name,
@@ -263,29 +264,34 @@ class Ingress:
                     out.prompt_tokens,
                     out.output_tokens,
                     settings.max_new_tokens,
-                ),
-                headers=headers,
+                )
             )
         except RequestError as exc:
-            return _error_response(exc)
+            return exc.response()
         finally:
-            if not streaming:
-                self._release()
+            if slot is not None:
+                slot.release()
 
     async def _stream(self, req: ChatRequest, encoded: EncodedClip, settings):
         chunk_id = f"chatcmpl-{uuid.uuid4().hex}"
         model = self.config.model_name
         yield sse_chunk(chunk_id, model, {"role": "assistant", "content": ""})
         final: Caption | StageError | None = None
-        async for piece in self.lm.options(stream=True).stream.remote(encoded, settings):
-            if isinstance(piece, str):
-                yield sse_chunk(chunk_id, model, {"content": piece})
-            else:
-                final = piece
+        pieces = self.lm.options(stream=True).stream.remote(encoded, settings)
+        try:
+            async for piece in pieces:
+                if isinstance(piece, str):
+                    yield sse_chunk(chunk_id, model, {"content": piece})
+                else:
+                    final = piece
+        except (ray.exceptions.RayError, BackPressureError):
+            log.exception("the language model's stream failed")
+            final = StageError(ErrorCode.WORKER_CRASH, "the model worker failed", "generate")
+        finally:
+            pieces.cancel()  # a no-op when it ended; stops generation when the client left
         if isinstance(final, StageError):
-            err = _stage_error(final)
-            yield f"data: {error_body(err.status, err.code, err.message)}\n\n"
-        else:
+            yield from_stage(final).sse()
+        elif final is not None:
             reason = "length" if final.output_tokens >= settings.max_new_tokens else "stop"
             include = req.stream_options is not None and req.stream_options.include_usage
             yield sse_chunk(
@@ -300,18 +306,23 @@ class Ingress:
     @api.post("/v1/captions")
     async def captions(self, request: Request):
         """Caption every clip of an uploaded (multipart ``file``) or referenced (``url``) video."""
+        slot = None
         try:
-            self._authorize(request)
-            self._admit()
-        except RequestError as exc:
-            return _error_response(exc)
-        try:
-            body = await _read_body(request, self.config.security.max_body_bytes)
-            media, source, prompt = await self._caption_input(request, body)
+            body = await self._admitted_body(request)
+            upload, source, prompt = await caption_input(request, body, self.config)
+            slot = self.admission.take(self._who(request))
             video_id = video_id_for(source)
             started = time.perf_counter()
-            clips = await self._guard(self._clips(media, "captions", video_id, prompt, source))
-            rows = await self._guard(asyncio.gather(*(self._caption_row(c) for c in clips)))
+            handles = (self.decoder, self.encoder, self.lm)
+
+            async def work() -> list[dict]:
+                media = upload if upload is not None else await self._media(source)
+                name = "data-url" if source.startswith("data:") else source
+                return await caption_rows(
+                    request, self.config, handles, media, video_id, prompt, name
+                )
+
+            rows = await self._guard(work())
             return JSONResponse(
                 {
                     "video_id": video_id,
@@ -321,57 +332,12 @@ class Ingress:
                 }
             )
         except RequestError as exc:
-            return _error_response(exc)
+            return exc.response()
+        except ClientGone:
+            return RequestError(ErrorCode.INVALID_REQUEST, "client disconnected").response()
         finally:
-            self._release()
-
-    async def _caption_input(self, request: Request, body: bytes) -> tuple[bytes, str, str]:
-        prompt = self.config.prompt
-        ctype = request.headers.get("content-type", "")
-        if ctype.startswith("multipart/form-data"):
-
-            async def replay():
-                return {"type": "http.request", "body": body, "more_body": False}
-
-            form = await Request(request.scope, replay).form()
-            prompt = str(form.get("prompt") or prompt)
-            upload = form.get("file")
-            if upload is not None and hasattr(upload, "read"):
-                name = getattr(upload, "filename", None) or "upload"
-                return await upload.read(), name, prompt
-            url = form.get("url")
-        else:
-            try:
-                data = json.loads(body or b"{}")
-            except ValueError:
-                raise RequestError(
-                    400, ErrorCode.INVALID_REQUEST.value, "body is not JSON"
-                ) from None
-            url, prompt = data.get("url"), data.get("prompt") or prompt
-        if not url:
-            raise RequestError(
-                400, ErrorCode.INVALID_REQUEST.value, "send a multipart 'file' or a 'url'"
-            )
-        url = str(url)
-        name = "data-url" if url.startswith("data:") else url
-        return await self._guard(self._media(url)), name, str(prompt)
-
-    async def _caption_row(self, clip: Clip) -> dict:
-        encoded = await self.encoder.encode.remote(clip)
-        if isinstance(encoded, StageError):
-            result, encode_s = encoded, 0.0
-        else:
-            result = await self.lm.generate.remote((encoded, self.config.generation))
-            encode_s = encoded.encode_s
-        model = self.config.model
-        return result_row(
-            clip.ref,
-            result,
-            model_id=model.model,
-            model_revision=model.revision or "",
-            decode_s=clip.decode_s,
-            encode_s=encode_s,
-        )
+            if slot is not None:
+                slot.release()
 
 
 def build_app(config: ServeConfig):
@@ -385,7 +351,7 @@ def build_app(config: ServeConfig):
     enc_gpus = config.encoder.serve_options(gpus)["ray_actor_options"]["num_gpus"]
     lm_gpus = config.lm.serve_options(gpus)["ray_actor_options"]["num_gpus"]
     decoder = Decoder.options(**config.decoder.serve_options(False)).bind(
-        captions_decode, chat_decode
+        captions_decode, chat_decode, config.limits
     )
     encoder = Encoder.options(**config.encoder.serve_options(gpus)).bind(
         config.model, config.encoder, enc_gpus

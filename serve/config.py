@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from pipelines.config import DEFAULT_PROMPT, DecodeConfig, GenerationConfig, ModelConfig
 
@@ -97,6 +99,48 @@ class SecurityConfig(_Config):
     """Local paths and file:// URLs are served only from under this directory."""
 
 
+IMAGE_FORMATS = ("PNG", "JPEG", "WEBP")
+ONLINE_DECODE_TIMEOUT_S = 60.0
+
+
+class RequestLimits(_Config):
+    """What one request may cost; past a limit it gets 413 ``limit_exceeded`` naming it."""
+
+    max_messages: int = Field(default=64, ge=1, le=1024)
+    """Messages in one chat request (system and assistant turns included)."""
+
+    max_text_chars: int = Field(default=32_000, ge=1, le=1_000_000)
+    """Characters of text over all messages of a chat request (and a captions prompt)."""
+
+    max_tokens: int = Field(default=1024, ge=1, le=8192)
+    """Largest ``max_tokens`` / ``max_completion_tokens`` a request may ask for."""
+
+    max_clips: int = Field(default=64, ge=1, le=10_000)
+    """Clips one /v1/captions video may make; a longer (or sparser) video is refused."""
+
+    max_frames: int = Field(default=2048, ge=1, le=1_000_000)
+    """Frames decoded for one request, over all its clips."""
+
+    max_decoded_bytes: int = Field(default=2 * 1024**3, ge=1024**2, le=1024**4)
+    """Bytes of decoded RGB frames for one request, over all its clips."""
+
+    max_image_pixels: int = Field(default=40_000_000, ge=1, le=1_000_000_000)
+    """Width x height an ``image_url`` may declare; checked from its header, before decoding."""
+
+    image_formats: tuple[Literal["PNG", "JPEG", "WEBP", "GIF", "BMP"], ...] = IMAGE_FORMATS
+    """Image formats an ``image_url`` may be in; anything else is ``unsupported_format``."""
+
+    clips_in_flight: int = Field(default=4, ge=1, le=256)
+    """Clips of one /v1/captions request between decode and answer at once."""
+
+    body_timeout_s: float = Field(default=30.0, gt=0, le=3600)
+    """Time to receive a whole request body; a slower client gets 408 ``body_timeout``."""
+
+    max_inflight_per_client: int | None = Field(default=None, ge=1, le=1_000_000)
+    """Admitted requests one client (bearer token, else address) may hold at once; beyond
+    it 429 ``rate_limited``, so one client cannot take every slot. None: no per-client cap."""
+
+
 class ServeConfig(_Config):
     """The whole endpoint: model, stage settings, deployments, limits."""
 
@@ -109,8 +153,10 @@ class ServeConfig(_Config):
     prompt: str = Field(default=DEFAULT_PROMPT, min_length=1, max_length=8192)
     """Prompt of /v1/captions when the request gives none."""
 
-    decode: DecodeConfig = DecodeConfig()
-    """Decode settings for /v1/captions (clip windows) and chat (whole video, capped)."""
+    decode: DecodeConfig = DecodeConfig(timeout_s=ONLINE_DECODE_TIMEOUT_S)
+    """Decode settings for /v1/captions (clip windows) and chat (whole video, capped). Its
+    ``timeout_s`` must lie below ``request_timeout_s``: a decode the client no longer waits
+    for would hold a decoder replica for nothing."""
 
     generation: GenerationConfig = GenerationConfig()
     """Defaults for requests that omit max_tokens, temperature, top_p or seed."""
@@ -128,6 +174,9 @@ class ServeConfig(_Config):
     security: SecurityConfig = SecurityConfig()
     """Authentication, body and fetch limits."""
 
+    limits: RequestLimits = RequestLimits()
+    """What one request may cost (messages, text, tokens, clips, frames, pixels)."""
+
     encoding_cache_mb: float = Field(default=256.0, ge=0, le=1_000_000)
     """Encoder output kept per ingress replica for chat follow-ups in the same session
     (``X-Session-Id`` or ``user``); 0 turns the cache off."""
@@ -143,6 +192,34 @@ class ServeConfig(_Config):
 
     lm: DeploymentConfig = DeploymentConfig()
     """The language-model deployment."""
+
+    @field_validator("decode", mode="before")
+    @classmethod
+    def _online_decode_budget(cls, value):
+        # Offline, a video may take 600 s to decode; online the request would be gone long
+        # before. A decode section that leaves timeout_s out gets the online default.
+        if isinstance(value, dict) and "timeout_s" not in value:
+            return {**value, "timeout_s": ONLINE_DECODE_TIMEOUT_S}
+        return value
+
+    @model_validator(mode="after")
+    def _check(self) -> ServeConfig:
+        if self.decode.timeout_s >= self.request_timeout_s:
+            raise ValueError(
+                f"decode.timeout_s={self.decode.timeout_s} must be below "
+                f"request_timeout_s={self.request_timeout_s}"
+            )
+        if self.generation.max_new_tokens > self.limits.max_tokens:
+            raise ValueError(
+                f"generation.max_new_tokens={self.generation.max_new_tokens} exceeds "
+                f"limits.max_tokens={self.limits.max_tokens}"
+            )
+        if self.security.fetch_timeout_s >= self.request_timeout_s:
+            raise ValueError(
+                f"security.fetch_timeout_s={self.security.fetch_timeout_s} must be below "
+                f"request_timeout_s={self.request_timeout_s}"
+            )
+        return self
 
     @property
     def model_name(self) -> str:

@@ -13,8 +13,7 @@ import os
 import tempfile
 import threading
 from collections import defaultdict
-from collections.abc import AsyncIterator
-from functools import partial
+from collections.abc import AsyncIterator, Iterator
 
 import numpy as np
 from ray import serve
@@ -25,59 +24,116 @@ from pipelines.records import Ask, Caption, Clip, ClipRef, EncodedClip, FailedCl
 from pipelines.stages.decode import DecodeStage
 from pipelines.stages.encode import EncodeStage
 from pipelines.stages.generate import GenerateStage
-from serve.config import DeploymentConfig
+from serve.config import DeploymentConfig, RequestLimits
+
+
+class _Stopped(Exception):
+    """Raised in the generation thread once the caller of a stream has gone."""
 
 
 @serve.deployment
 class Decoder:
-    """Media bytes -> clips, on CPU, with the decode stage's limits."""
+    """Media bytes -> clips, on CPU, with the decode stage's limits, one clip at a time."""
 
-    def __init__(self, captions: DecodeConfig, chat: DecodeConfig) -> None:
-        self.stages = {"captions": DecodeStage(captions), "chat": DecodeStage(chat)}
+    def __init__(self, captions: DecodeConfig, chat: DecodeConfig, limits: RequestLimits) -> None:
+        # No hard watchdog online: its os._exit would end a replica serving other requests;
+        # the decode budget (below the request timeout) bounds each request instead.
+        self.stages = {
+            "captions": DecodeStage(captions, exit_on_hang=False),
+            "chat": DecodeStage(chat, exit_on_hang=False),
+        }
+        self.limits = limits
 
-    def _decode(
+    def _iter(
         self, media: bytes, mode: str, video_id: str, prompt: str, source: str
-    ) -> list[Clip | FailedClip]:
-        stage = self.stages[mode]
+    ) -> Iterator[Clip | FailedClip]:
+        if mode == "image":
+            yield self._image(media, video_id, prompt, source)
+            return
         fd, path = tempfile.mkstemp(prefix="vidcap-", suffix=".media")
         try:
             with os.fdopen(fd, "wb") as f:
                 f.write(media)
             task = VideoTask.with_prompt(video_id, path, prompt)
-            return [self._named(c, source) for c in stage.iter_outputs(task)]
+            for item in self.stages[mode].iter_outputs(task):
+                yield self._named(item, path, source)
         finally:
             os.unlink(path)
 
     @staticmethod
-    def _named(item: Clip | FailedClip, source: str) -> Clip | FailedClip:
+    def _named(item: Clip | FailedClip, path: str, source: str) -> Clip | FailedClip:
         # The temp file's path means nothing to the client; report what it sent.
         ref = ClipRef(**{**item.ref.__dict__, "source": source})
         if isinstance(item, Clip):
             return Clip(ref, item.frames, item.decode_s)
-        return FailedClip(ref, item.error, item.decode_s)
+        err = item.error
+        error = StageError(err.code, err.message.replace(path, "the media"), err.stage)
+        return FailedClip(ref, error, item.decode_s)
 
-    def _image(
-        self, media: bytes, video_id: str, prompt: str, source: str
-    ) -> list[Clip | FailedClip]:
+    def _image(self, media: bytes, video_id: str, prompt: str, source: str) -> Clip | FailedClip:
         from PIL import Image, UnidentifiedImageError
 
         cfg = self.stages["chat"].config
         ref = ClipRef(video_id, source, (Ask(prompt),), 0, 0.0, 1.0, (0.0,) * cfg.min_frames)
+
+        def failed(code: ErrorCode, message: str) -> FailedClip:
+            return FailedClip(ref, StageError(code, message, "decode"))
+
+        formats = list(self.limits.image_formats)
         try:
-            img = Image.open(io.BytesIO(media)).convert("RGB")
-        except (UnidentifiedImageError, OSError) as exc:
-            return [FailedClip(ref, StageError(ErrorCode.CORRUPT, f"image: {exc}", "decode"))]
+            # Image.open reads the header only: size and format are known before any pixel
+            # is decoded, so a small file declaring a huge canvas costs nothing.
+            img = Image.open(io.BytesIO(media), formats=formats)
+        except UnidentifiedImageError:
+            names = ", ".join(formats)
+            return failed(ErrorCode.UNSUPPORTED_FORMAT, f"image is not one of {names}")
+        except Image.DecompressionBombError:  # past twice Pillow's own pixel ceiling
+            return failed(
+                ErrorCode.LIMIT_EXCEEDED,
+                f"image exceeds limits.max_image_pixels={self.limits.max_image_pixels}",
+            )
+        except (OSError, ValueError, SyntaxError) as exc:
+            return failed(ErrorCode.CORRUPT, f"image: {type(exc).__name__}")
+        pixels = img.width * img.height
+        if pixels > self.limits.max_image_pixels:
+            return failed(
+                ErrorCode.LIMIT_EXCEEDED,
+                f"image of {img.width}x{img.height} = {pixels} pixels exceeds "
+                f"limits.max_image_pixels={self.limits.max_image_pixels}",
+            )
+        try:
+            img.draft("RGB", (cfg.max_side_px, cfg.max_side_px))  # JPEG: decode downscaled
+            img = img.convert("RGB")
+        except (OSError, ValueError, Image.DecompressionBombError, SyntaxError) as exc:
+            return failed(ErrorCode.CORRUPT, f"image: {type(exc).__name__}")
         img.thumbnail((cfg.max_side_px, cfg.max_side_px))
         # An image is a video of one frame, repeated to the model's minimum frame count.
         frames = np.repeat(np.asarray(img)[None], cfg.min_frames, axis=0)
-        return [Clip(ref, frames, 0.0)]
+        return Clip(ref, frames, 0.0)
 
-    async def decode(self, media: bytes, mode: str, video_id: str, prompt: str, source: str = ""):
-        """Clips (or errors) of ``media``; ``mode`` is captions (windows), chat or image."""
-        run = self._image if mode == "image" else partial(self._decode, mode=mode)
-        return await asyncio.to_thread(
-            run, media, video_id=video_id, prompt=prompt, source=source or video_id
-        )
+    async def clips(
+        self, media: bytes, mode: str, video_id: str, prompt: str, source: str = ""
+    ) -> AsyncIterator[Clip | FailedClip]:
+        """Stream the clips (or errors) of ``media``; ``mode`` is captions, chat or image.
+
+        Clips leave one by one, so a request never holds a whole video's frames; when the
+        caller stops reading (a limit hit, its client gone) decoding stops too.
+        """
+        it = self._iter(media, mode, video_id, prompt, source or video_id)
+        step = None
+        try:
+            while True:
+                step = asyncio.get_running_loop().run_in_executor(None, next, it, None)
+                item = await step
+                if item is None:
+                    return
+                yield item
+        finally:
+            if step is not None and not step.done():
+                # The thread is still inside next(): close the generator once it is out.
+                step.add_done_callback(lambda _: it.close())
+            else:
+                it.close()
 
 
 def _pool(cfg: DeploymentConfig, num_gpus: float) -> PoolConfig:
@@ -141,28 +197,41 @@ class LanguageModel:
         return results  # type: ignore[return-value]
 
     async def stream(self, item: EncodedClip, settings: GenerationConfig) -> AsyncIterator[str]:
-        """Yield text pieces as tokens are generated (one request, no batching)."""
+        """Yield text pieces as tokens are generated (one request, no batching).
+
+        When the caller goes away (its client disconnected), generation stops at the next
+        token instead of running to ``max_new_tokens`` for nobody.
+        """
         queue: asyncio.Queue = asyncio.Queue()
         loop = asyncio.get_running_loop()
+        stop = threading.Event()
+
+        def on_text(piece: str) -> None:
+            if stop.is_set():
+                raise _Stopped
+            loop.call_soon_threadsafe(queue.put_nowait, piece)
 
         def produce() -> None:
             try:
                 with self._lock:
-                    out = self.stage.stream(
-                        item,
-                        settings,
-                        lambda piece: loop.call_soon_threadsafe(queue.put_nowait, piece),
-                    )
+                    if stop.is_set():
+                        return
+                    out = self.stage.stream(item, settings, on_text)
                 loop.call_soon_threadsafe(queue.put_nowait, out)
+            except _Stopped:
+                pass
             except BaseException as exc:  # surfaced to the caller below, not swallowed
                 loop.call_soon_threadsafe(queue.put_nowait, exc)
 
         task = loop.run_in_executor(None, produce)
-        while True:
-            piece = await queue.get()
-            if isinstance(piece, BaseException):
-                raise piece
-            yield piece
-            if not isinstance(piece, str):
-                break
-        await task
+        try:
+            while True:
+                piece = await queue.get()
+                if isinstance(piece, BaseException):
+                    raise piece
+                yield piece
+                if not isinstance(piece, str):
+                    break
+            await task
+        finally:
+            stop.set()

@@ -1,4 +1,4 @@
-"""OpenAI chat-completions wire format: the request subset we accept, responses, errors."""
+"""OpenAI chat-completions wire format: the request subset we accept, and responses."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from pipelines.config import GenerationConfig
 from pipelines.errors import ErrorCode
+from serve.errors import RequestError
 
 
 class _Lenient(BaseModel):
@@ -32,7 +33,15 @@ class ContentPart(_Lenient):
 
 class Message(_Lenient):
     role: Literal["system", "user", "assistant", "developer", "tool"]
-    content: str | list[ContentPart] | None = None
+    # Hard ceilings of the wire format; ServeConfig.limits sets the tighter working ones.
+    content: str | list[ContentPart] | None = Field(default=None, max_length=256)
+
+
+class CaptionsRequest(_Lenient):
+    """The JSON body of /v1/captions (an upload comes as multipart instead)."""
+
+    url: str = Field(min_length=1, max_length=1024**2)
+    prompt: str | None = Field(default=None, min_length=1)
 
 
 class StreamOptions(_Lenient):
@@ -41,7 +50,7 @@ class StreamOptions(_Lenient):
 
 class ChatRequest(_Lenient):
     model: str | None = None
-    messages: list[Message] = Field(min_length=1)
+    messages: list[Message] = Field(min_length=1, max_length=1024)
     max_tokens: int | None = Field(default=None, ge=1, le=8192)
     max_completion_tokens: int | None = Field(default=None, ge=1, le=8192)
     temperature: float | None = Field(default=None, ge=0, le=5)
@@ -62,27 +71,6 @@ class ChatRequest(_Lenient):
             if getattr(self, name) is not None:
                 update[name] = getattr(self, name)
         return GenerationConfig(**{**defaults.model_dump(), **update})
-
-
-class RequestError(Exception):
-    """Answered as OpenAI-style error JSON with ``status``; ``code`` is our ErrorCode value."""
-
-    def __init__(self, status: int, code: str, message: str, headers: dict | None = None):
-        super().__init__(message)
-        self.status, self.code, self.message, self.headers = status, code, message, headers or {}
-
-
-# Media failures that are about size or time get their own HTTP status; the rest are 400.
-STATUS_BY_CODE = {
-    ErrorCode.TOO_LARGE: 413,
-    ErrorCode.TOO_LONG: 413,
-    ErrorCode.DECODE_TIMEOUT: 504,
-}
-
-
-def error_body(status: int, code: str, message: str) -> dict:
-    kind = "invalid_request_error" if status < 500 else "server_error"
-    return {"error": {"message": message, "type": kind, "param": None, "code": code}}
 
 
 @dataclass(frozen=True)
@@ -124,14 +112,13 @@ def split_messages(req: ChatRequest) -> Conversation:
             turns.append([msg.role, text])
     if len(media) != 1:
         raise RequestError(
-            400,
-            ErrorCode.INVALID_REQUEST.value,
+            ErrorCode.INVALID_REQUEST,
             f"expected exactly one video_url or image_url part, got {len(media)}",
         )
     if turns and turns[0][0] == "assistant":
         turns.pop(0)  # an opening greeting answers no question
     if not turns or turns[-1][0] != "user" or not turns[-1][1].strip():
-        raise RequestError(400, ErrorCode.INVALID_REQUEST.value, "the user turn has no text")
+        raise RequestError(ErrorCode.INVALID_REQUEST, "the user turn has no text")
     history = tuple((q[1], a[1]) for q, a in zip(turns[:-1:2], turns[1:-1:2], strict=True))
     return Conversation(turns[-1][1], history, media[0])
 

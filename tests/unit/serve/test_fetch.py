@@ -117,7 +117,7 @@ def test_allowed_host_is_fetched_and_redirects_within_it_work(allowed):
 def test_internal_addresses_are_refused_without_connecting(forbidden, target):
     port = forbidden.httpd.server_address[1]
     err = refused(target.format(port=port), policy())
-    assert err.code is ErrorCode.FETCH_FAILED and err.status == 400
+    assert err.code is ErrorCode.FORBIDDEN and err.status == 403
     assert forbidden.connections == 0
 
 
@@ -125,13 +125,15 @@ def test_public_looking_name_resolving_to_loopback_is_refused(forbidden):
     port = forbidden.httpd.server_address[1]
     pol = policy(resolver=lambda host, p: ["127.0.0.1"] if host == "media.example.com" else [])
     err = refused(f"http://media.example.com:{port}/secret", pol)
-    assert "non-public address (127.0.0.1)" in err.message
+    assert "non-public address" in err.message and "127.0.0.1" not in err.message
     assert forbidden.connections == 0
 
 
 def test_name_with_one_internal_answer_among_public_ones_is_refused(forbidden):
     pol = policy(resolver=lambda host, p: ["93.184.216.34", "10.1.2.3"])
-    assert "10.1.2.3" in refused("http://cdn.example.com/v.mp4", pol).message
+    err = refused("http://cdn.example.com/v.mp4", pol)
+    # Refused without echoing the internal address: it would map the server's network.
+    assert err.code is ErrorCode.FORBIDDEN and "10.1.2.3" not in err.message
 
 
 def test_redirect_to_an_internal_host_is_refused(allowed, forbidden):
