@@ -1,18 +1,24 @@
 """Poison-input bookkeeping and the fault-injection hook used by the fault tests.
 
-Attempts are counted in the output folder, not in memory, because the failures that
-matter here kill the process that would remember them. Each driver session has its own
-folder, so a video interrupted by a driver crash (not by its own fault) starts at zero.
+A decode task works on a *unit* of many videos. Attempts are counted per unit by the run's
+``RunMonitor`` actor (``pipelines.stall``), which also learns which video of a unit is
+being decoded. When a worker dies, the retried unit is told which video was in progress:
+that video, and only it, is charged with the death; after ``max_attempts`` deaths it is
+quarantined (a typed row) and the rest of its unit completes. Nothing is written per
+video: one actor call per unit start and per video, one file-free ledger per session (a
+driver crash starts a new session, and a video interrupted by it starts at zero).
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
 import signal
 import time
-import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 
-import pyarrow.fs as pafs
+import ray
 
 from pipelines.errors import ErrorCode
 
@@ -46,51 +52,61 @@ def maybe_hang(stage: str) -> None:
 REASON_CODES = {"timeout": ErrorCode.DECODE_TIMEOUT, "oom": ErrorCode.OOM}
 
 
-class AttemptLog:
-    """Per-video attempt marks under ``OUT/_attempts/<session>/<video_key>/``."""
-
-    def __init__(self, fs: pafs.FileSystem, root: str, session: str) -> None:
-        self.fs, self.dir = fs, f"{root.rstrip('/')}/_attempts/{session}"
-
-    def _marks(self, video_key: str) -> list[pafs.FileInfo]:
-        selector = pafs.FileSelector(f"{self.dir}/{video_key}", allow_not_found=True)
-        return self.fs.get_file_info(selector)
-
-    def start(self, video_key: str) -> tuple[int, set[str]]:
-        """Record a new attempt; return (earlier attempts, reasons they ended with)."""
-        marks = self._marks(video_key)
-        reasons = {m.base_name.split(".", 1)[1] for m in marks if "." in m.base_name}
-        earlier = len([m for m in marks if "." not in m.base_name])
-        self.fs.create_dir(f"{self.dir}/{video_key}", recursive=True)
-        with self.fs.open_output_stream(f"{self.dir}/{video_key}/{uuid.uuid4().hex}"):
-            pass
-        return earlier, reasons
-
-    def reason(self, video_key: str, reason: str) -> None:
-        """Say why the current attempt is about to die (read by the next attempt)."""
-        path = f"{self.dir}/{video_key}/{uuid.uuid4().hex}.{reason}"
-        with self.fs.open_output_stream(path):
-            pass
-
-    def retries(self) -> int:
-        """Attempts beyond the first, over all videos of this session."""
-        infos = self.fs.get_file_info(
-            pafs.FileSelector(self.dir, recursive=True, allow_not_found=True)
-        )
-        per_video: dict[str, int] = {}
-        for info in infos:
-            if info.type == pafs.FileType.File and "." not in info.base_name:
-                video = info.path.rsplit("/", 2)[-2]
-                per_video[video] = per_video.get(video, 0) + 1
-        return sum(n - 1 for n in per_video.values())
-
-    def clear(self) -> None:
-        self.fs.delete_dir_contents(self.dir, missing_dir_ok=True)
-        self.fs.delete_dir(self.dir) if self.fs.get_file_info(self.dir).type else None
-
-
 def quarantine_code(reasons: set[str]) -> ErrorCode:
     for reason, code in REASON_CODES.items():
         if reason in reasons:
             return code
     return ErrorCode.WORKER_CRASH
+
+
+def unit_id(video_keys: Sequence[str]) -> str:
+    """The same unit (same videos, same order) on every retry."""
+    return hashlib.sha256("\n".join(video_keys).encode()).hexdigest()[:24]
+
+
+@dataclass
+class Deaths:
+    """What earlier attempts of a unit left against one of its videos."""
+
+    count: int = 0
+    reasons: set[str] = field(default_factory=set)
+
+
+@dataclass
+class UnitAttempt:
+    attempt: int
+    """1 for a unit's first run; a retry after a worker death gets the next number."""
+    deaths: dict[str, Deaths]
+    """Per video key of the unit, only for videos that some attempt died on."""
+
+
+class AttemptLog:
+    """Client of the run monitor's attempt ledger; picklable, used inside decode tasks.
+
+    ``monitor`` is the ``RunMonitor`` actor, or a ``MonitorState`` in the same process
+    (unit tests, where the calls are plain method calls)."""
+
+    def __init__(self, monitor) -> None:
+        self.monitor = monitor
+        self._unit = ""
+
+    def _call(self, name: str, *args):
+        method = getattr(self.monitor, name)
+        # Waited for: a death right after ``working_on`` must be charged to that video.
+        return ray.get(method.remote(*args)) if hasattr(method, "remote") else method(*args)
+
+    def start_unit(self, video_keys: Sequence[str]) -> UnitAttempt:
+        self._unit = unit_id(video_keys)
+        attempt, deaths = self._call("start_unit", self._unit, list(video_keys))
+        return UnitAttempt(attempt, {k: Deaths(n, set(r)) for k, (n, r) in deaths.items()})
+
+    def working_on(self, index: int) -> None:
+        """Say which video of the unit is being decoded (-1: the unit is finished)."""
+        self._call("working_on", self._unit, index)
+
+    def finish_unit(self) -> None:
+        self.working_on(-1)
+
+    def reason(self, reason: str) -> None:
+        """Say why the current attempt is about to die (read by the next attempt)."""
+        self._call("reason", self._unit, reason)

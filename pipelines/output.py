@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import time
+import uuid
 from collections import Counter
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
@@ -25,8 +26,8 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from pipelines.errors import StageError
-from pipelines.keys import row_key
-from pipelines.records import ROW_DEFAULTS, Caption, ClipRef, asks_from_json, error_fields
+from pipelines.keys import KeySet, row_key
+from pipelines.records import ROW_DEFAULTS, Ask, Caption, ClipRef, asks_from_json, error_fields
 
 SCHEMA_VERSION = "1.2"
 
@@ -81,20 +82,28 @@ SCHEMA = pa.schema(
 def batch_rows(
     batch: Mapping[str, np.ndarray], model_id: str, model_revision: str, run: str
 ) -> list[dict[str, Any]]:
-    """Output rows (plus the internal ``last`` flag) from a numpy batch of the last stage."""
-    n = len(batch["video_id"])
+    """Output rows (plus the internal ``last`` flag) from a numpy batch of the last stage.
+
+    This runs on the driver for every row of the corpus: columns are converted once, and
+    an ask's JSON (shared by every clip asked the same thing) is parsed once per batch."""
     cols = {name: batch[name].tolist() for name, _, _ in COLUMNS if name in batch}
+    cols["frame_ts_s"] = [np.asarray(t, dtype=np.float64).tolist() for t in batch["frame_ts_s"]]
+    last, video_rows = batch["last"].tolist(), batch["video_rows"].tolist()
+    attempts = batch["attempt"].tolist()
+    asks: dict[str, Ask] = {}
     rows = []
-    for i in range(n):
-        row = {name: values[i] for name, values in cols.items()}
-        (ask,) = asks_from_json(str(batch["asks"][i]))
+    names = list(cols)
+    every = zip(batch["asks"].tolist(), zip(*cols.values(), strict=True), strict=True)
+    for i, (ask_json, values) in enumerate(every):
+        ask = asks.get(ask_json)
+        if ask is None:
+            (ask,) = asks_from_json(str(ask_json))
+            asks[ask_json] = ask
+        row = dict(zip(names, values, strict=True))
         row.update(prompt=ask.text, prompt_index=ask.index, task=ask.task)
-        row["frame_ts_s"] = np.asarray(batch["frame_ts_s"][i], dtype=np.float64).tolist()
         row["model_id"], row["model_revision"] = model_id, model_revision
-        row["row_key"] = row_key(row["video_key"], row["clip_index"], ask.index, row["prompt"], run)
-        row["last"] = bool(batch["last"][i])
-        row["video_rows"] = int(batch["video_rows"][i])
-        row["attempt"] = int(batch["attempt"][i])
+        row["row_key"] = row_key(row["video_key"], row["clip_index"], ask.index, ask.text, run)
+        row["last"], row["video_rows"], row["attempt"] = last[i], video_rows[i], attempts[i]
         rows.append(row)
     return rows
 
@@ -155,12 +164,14 @@ class ShardWriter:
         self._open: dict[str, dict[tuple[int, int], dict]] = {}  # key -> (clip, ask) -> row
         self._expected: dict[str, int] = {}  # video key -> number of rows, once known
         self._attempt: dict[str, int] = {}  # video key -> decode attempt its open rows are from
-        self._done: set[str] = set()
+        # Videos this session completed, to drop rows a retried unit sends again: 64-bit
+        # ints of the keys (~60 bytes a video), not the key strings.
+        self._done: set[int] = set()
         self._pending: list[dict] = []
         self._last_commit = time.monotonic()
         self._shard = 0
         self._errors: Counter[str] = Counter()
-        self._videos_ok: set[str] = set()
+        self._videos_ok = 0
         self._busy = Counter[str](dict.fromkeys(STAGES, 0.0))
         self._started = time.perf_counter()
         fs.create_dir(self.clips_dir, recursive=True)
@@ -169,7 +180,7 @@ class ShardWriter:
         for row in rows:
             key = row["video_key"]
             last, video_rows, attempt = row.pop("last"), row.pop("video_rows"), row.pop("attempt")
-            if key in self._done:
+            if _short(key) in self._done:
                 continue  # a retried task re-sent rows of a video already complete
             current = self._attempt.get(key, -1)
             if attempt < current:
@@ -194,18 +205,20 @@ class ShardWriter:
     def _complete(self, key: str) -> None:
         rows = [row for _, row in sorted(self._open.pop(key).items())]
         del self._expected[key], self._attempt[key]
-        self._done.add(key)
+        self._done.add(_short(key))
         self._pending.extend(rows)
         s = self.summary
         s.clips += len({row["clip_index"] for row in rows if not row["error_code"]})
+        ok = False
         for row in rows:
             s.rows += 1
             if row["error_code"]:
                 self._errors[row["error_code"]] += 1
             else:
-                self._videos_ok.add(key)
+                ok = True
             s.prompt_tokens += row["prompt_tokens"]
             s.output_tokens += row["output_tokens"]
+        self._videos_ok += ok
         for stage, seconds in clip_durations(rows).items():
             self._busy[stage] += sum(seconds)
 
@@ -231,7 +244,7 @@ class ShardWriter:
         s.processed = len(self._done)
         s.error_rows = sum(self._errors.values())
         s.errors_by_code = dict(sorted(self._errors.items()))
-        s.videos_with_text = len(self._videos_ok)
+        s.videos_with_text = self._videos_ok
         s.wall_s = round(time.perf_counter() - self._started, 3)
         s.clips_per_s = round(s.clips / s.wall_s, 3) if s.wall_s else 0.0
         s.output_tokens_per_s = round(s.output_tokens / s.wall_s, 3) if s.wall_s else 0.0
@@ -240,9 +253,41 @@ class ShardWriter:
         return s
 
 
+def _short(key: str) -> int:
+    try:
+        return int(key[:16], 16)
+    except ValueError:
+        return hash(key)
+
+
 def write_summary(fs: pafs.FileSystem, out: str, summary: Summary) -> None:
-    with fs.open_output_stream(f"{out.rstrip('/')}/summary.json") as f:
-        f.write(json.dumps(asdict(summary), indent=2).encode())
+    write_atomic(
+        fs, f"{out.rstrip('/')}/summary.json", json.dumps(asdict(summary), indent=2).encode()
+    )
+
+
+def write_atomic(fs: pafs.FileSystem, path: str, data: bytes) -> None:
+    """Write ``path`` under a temporary name, then rename: readers see all of it or none."""
+    folder, name = path.rsplit("/", 1)
+    tmp = f"{folder}/.{name}.{uuid.uuid4().hex[:8]}.tmp"
+    with fs.open_output_stream(tmp) as f:
+        f.write(data)
+    fs.move(tmp, path)
+
+
+def sweep_tmp(fs: pafs.FileSystem, folder: str) -> int:
+    """Delete the ``.*.tmp`` files a crashed writer left in ``folder``; return how many."""
+    selector = pafs.FileSelector(folder, allow_not_found=True)
+    stale = [
+        i.path
+        for i in fs.get_file_info(selector)
+        if i.type == pafs.FileType.File
+        and i.base_name.startswith(".")
+        and i.base_name.endswith(".tmp")
+    ]
+    for path in stale:
+        fs.delete_file(path)
+    return len(stale)
 
 
 STAGES = ("decode", "encode", "generate")
@@ -292,6 +337,15 @@ def committed_keys(fs: pafs.FileSystem, folder: str) -> set[str]:
 def committed_video_keys(fs: pafs.FileSystem, out: str) -> set[str]:
     """Videos whose rows are in committed ``clips/`` shards."""
     return committed_keys(fs, f"{out.rstrip('/')}/clips")
+
+
+def committed_keyset(fs: pafs.FileSystem, folder: str) -> KeySet:
+    """``committed_keys`` as a compact ``KeySet`` (32 bytes a key, no Python objects)."""
+    columns = []
+    for path in committed_shards(fs, folder):
+        with fs.open_input_file(path) as f:
+            columns.append(pq.read_table(f, columns=["video_key"]).column(0))
+    return KeySet.from_arrays(columns)
 
 
 def schema_markdown() -> str:

@@ -2,10 +2,35 @@
 
 Rows carry their error in ``error_code``/``error_message``/``error_stage``; a row that
 already failed passes every later stage untouched, so every input reaches the writer.
+
+The Ray Data settings the job relies on, in one place (figures: bench/README.md, "scale"):
+
+- ``KEY_BATCH_ROWS``: plan rows per key task. Large: a key is one stat (batched per
+  filesystem), so the cost per task dominates below a few thousand rows.
+- ``UNIT_MAX_VIDEOS`` / ``UNIT_MAX_BYTES``: a decode task takes a *unit* of videos (a
+  block made by ``repartition(target_num_rows_per_block=...)``, decoded with the same
+  ``batch_size``), so a million-video corpus is tens of thousands of tasks and blocks, not
+  millions. Smaller units when the average video is large or the corpus is small, so that
+  every CPU still gets work (``work_units.unit_videos``). A unit retried after a worker
+  death is redone whole, with the video that was in progress charged
+  (``pipelines.faults``): units bound that rework.
+- ``MAX_BLOCK_BYTES`` (``DataContext.target_max_block_size``): a map task's outputs are
+  buffered into blocks up to this size before they move on. Ray's default (128 MiB)
+  would hold a unit's decoded clips until the unit ends; 16 MiB lets clips of real
+  frames stream to the encoder while small rows (error rows, tiny clips) still share a
+  block instead of paying per-block overhead each.
+- Model stages: ``batch_size`` rows per call, an ``ActorPoolStrategy`` of the pool's size;
+  the resources of decode are given as a function so that Ray Data never fuses decode
+  into the model actors (see ``apply_fan_out``).
+- The driver iterates with ``prefetch_batches=0``: rows waiting at the driver are rework
+  if it dies, and writing is cheap.
+- Heartbeats to the run monitor: at most one per ``HEARTBEAT_EVERY_S`` per worker and stage.
 """
 
 from __future__ import annotations
 
+import contextlib
+import time
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
@@ -29,6 +54,24 @@ from pipelines.records import (
     row_error,
 )
 from pipelines.stage import FanOutStage, MapStage
+
+KEY_BATCH_ROWS = 4096
+UNIT_MAX_VIDEOS = 32
+UNIT_MAX_BYTES = 4 * 1024**3
+MAX_BLOCK_BYTES = 16 * 1024**2
+HEARTBEAT_EVERY_S = 1.0
+
+
+@contextlib.contextmanager
+def job_data_context() -> Iterator[None]:
+    """The job's Ray Data settings while its datasets run (see the module docstring)."""
+    ctx = ray.data.DataContext.get_current()
+    before = ctx.target_max_block_size
+    ctx.target_max_block_size = MAX_BLOCK_BYTES
+    try:
+        yield
+    finally:
+        ctx.target_max_block_size = before
 
 
 def batch_to_rows(batch: Mapping[str, np.ndarray]) -> list[dict[str, Any]]:
@@ -115,8 +158,7 @@ def map_rows(stage: MapStage, rows: list[dict[str, Any]]) -> list[dict[str, Any]
     return out
 
 
-def fan_out_rows(stage: FanOutStage, row: Mapping[str, Any]) -> Iterator[dict[str, Any]]:
-    task = VideoTask.from_row(row)
+def fan_out_rows(stage: FanOutStage, task: VideoTask) -> Iterator[dict[str, Any]]:
     for res in stage.iter_outputs(task):
         if isinstance(res, FailedClip):
             yield error_row(res.ref, res.error, res.decode_s)
@@ -131,13 +173,17 @@ class _FanOutFn:
         self.stage, self.heartbeat = stage, heartbeat
 
     def __call__(self, batch: dict[str, np.ndarray]) -> Iterator[dict[str, np.ndarray]]:
-        # One clip per yielded batch keeps a long video streaming instead of materialising
-        # all its frames; Ray Data re-batches downstream.
-        for row in batch_to_rows(batch):
-            for out in fan_out_rows(self.stage, row):
+        # One work unit per call. One clip per yielded batch keeps a long video streaming
+        # instead of materialising all its frames; Ray Data buffers small ones into blocks
+        # of up to MAX_BLOCK_BYTES.
+        tasks = [VideoTask.from_row(row) for row in batch_to_rows(batch)]
+        self.stage.begin_unit(tasks)
+        for task in tasks:
+            for out in fan_out_rows(self.stage, task):
                 if self.heartbeat is not None:
                     self.heartbeat(self.stage.name)
                 yield rows_to_batch([out])
+        self.stage.end_unit()
 
 
 class _MapActor:
@@ -163,28 +209,37 @@ class _MapActor:
 
 
 class Heartbeat:
-    """Tells the driver's stall watchdog that a stage finished a batch (fire and forget)."""
+    """Tells the driver's stall watchdog that a stage finished a batch (fire and forget,
+    at most one call per ``HEARTBEAT_EVERY_S`` per worker and stage)."""
 
     def __init__(self, tracker: ray.actor.ActorHandle) -> None:
         self.tracker = tracker
+        self._last: dict[str, float] = {}
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {"tracker": self.tracker, "_last": {}}
 
     def __call__(self, stage: str) -> None:
-        self.tracker.beat.remote(stage)
+        now = time.monotonic()
+        if now - self._last.get(stage, -HEARTBEAT_EVERY_S) >= HEARTBEAT_EVERY_S:
+            self._last[stage] = now
+            self.tracker.beat.remote(stage)
 
 
 def apply_fan_out(
     ds: ray.data.Dataset,
     stage: FanOutStage,
     *,
+    unit_size: int = 1,
     max_retries: int = 3,
     heartbeat: Heartbeat | None = None,
 ) -> ray.data.Dataset:
     # Retries after a worker death let the attempt log quarantine a poison input on its
     # last try instead of failing the job.
     args = {**stage.resources.ray_args(), "max_retries": max_retries}
-    return ds.map_batches(
+    return ds.repartition(target_num_rows_per_block=unit_size).map_batches(
         _FanOutFn(stage, heartbeat),
-        batch_size=1,
+        batch_size=unit_size,  # one block = one work unit = one task
         batch_format="numpy",
         # Passing the resources as a function stops Ray Data from fusing decode into the
         # encoder actors: decode must stay a pool of CPU tasks that spreads over CPU nodes

@@ -15,13 +15,9 @@ from __future__ import annotations
 import abc
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, ClassVar, Generic, TypeVar
+from typing import ClassVar, Generic, TypeVar
 
 from pipelines.errors import StageError
-
-if TYPE_CHECKING:
-    from pipelines.config import ModelConfig, PoolConfig
-    from pipelines.models.base import VideoLMFamily
 
 In = TypeVar("In")
 Out = TypeVar("Out")
@@ -78,35 +74,13 @@ class MapStage(Stage[In, Out]):
         return results
 
 
-class ModelStage(MapStage[In, Out]):
-    """A map stage that runs one half of a model family on a pool of actors."""
-
-    def __init__(self, model: ModelConfig, pool: PoolConfig) -> None:
-        self.model_config = model
-        self.pool = pool
-        self.batch_size = pool.batch_size
-        self.family: VideoLMFamily | None = None
-
-    @property
-    def resources(self) -> Resources:
-        return Resources(num_cpus=self.pool.num_cpus, num_gpus=self.pool.num_gpus or 0.0)
-
-    @property
-    def stateful(self) -> bool:
-        return True
-
-    def new_family(self) -> VideoLMFamily:
-        """This model's family object, nothing loaded yet (``setup`` loads its half)."""
-        import torch
-
-        from pipelines.models import resolve_family
-
-        family_cls, _ = resolve_family(self.model_config.model, self.model_config.revision)
-        torch.set_grad_enabled(False)
-        return family_cls(self.model_config)
-
-
 class FanOutStage(Stage[In, Out]):
     @abc.abstractmethod
     def iter_outputs(self, item: In) -> Iterator[Out | StageError]:
         """Yield every result for one item; at least one (an error counts)."""
+
+    def begin_unit(self, items: Sequence[In]) -> None:
+        """Called by the offline adapter before the items of one work unit (one task)."""
+
+    def end_unit(self) -> None:
+        """Called after every output of the unit was taken."""

@@ -1,8 +1,12 @@
-"""Fail a job that stops making progress, naming the stage that stopped first.
+"""The run monitor, and the watchdog that fails a job that stops making progress.
 
-Each stage adapter reports a heartbeat to a small actor after every batch. The driver
-watches the time since a row last reached it; past the limit it interrupts its own
-iteration and reports which stage has been silent the longest.
+``RunMonitor`` is one small actor per job session. Stage adapters report heartbeats to it
+(at most about once a second per worker and stage); decode tasks keep their unit attempt
+ledger in it (see ``pipelines.faults``). Its state is per unit in flight and per video
+that killed a worker, never per input.
+
+The driver watches the time since a row last reached it; past the limit it interrupts its
+own iteration and reports which stage has been silent the longest.
 """
 
 from __future__ import annotations
@@ -18,16 +22,54 @@ class JobStalled(RuntimeError):
     pass
 
 
-@ray.remote(num_cpus=0)
-class HeartbeatTracker:
+class MonitorState:
+    """The run monitor's state and methods; ``RunMonitor`` runs it as an actor."""
+
     def __init__(self) -> None:
         self.last: dict[str, float] = {}
+        # unit -> [attempts so far, index of the video in progress or -1, its video keys]
+        self.units: dict[str, list] = {}
+        self.deaths: dict[str, list] = {}  # video key -> [count, reasons]
+        self.retries = 0
 
     def beat(self, stage: str) -> None:
         self.last[stage] = time.time()
 
     def snapshot(self) -> dict[str, float]:
         return dict(self.last)
+
+    def start_unit(self, unit: str, keys: list[str]) -> tuple[int, dict[str, tuple]]:
+        state = self.units.get(unit)
+        if state is None:
+            state = self.units[unit] = [0, -1, keys]
+        else:
+            self.retries += 1
+            if state[1] >= 0:  # the previous attempt died while on this video
+                self.deaths.setdefault(keys[state[1]], [0, set()])[0] += 1
+        state[0] += 1
+        state[1] = -1
+        deaths = {k: (d[0], sorted(d[1])) for k in keys if (d := self.deaths.get(k))}
+        return state[0], deaths
+
+    def working_on(self, unit: str, index: int) -> None:
+        state = self.units.get(unit)
+        if state is None:
+            return
+        if index < 0 and state[0] == 1:
+            del self.units[unit]  # finished on its first try: nothing left to remember
+        else:
+            state[1] = index
+
+    def reason(self, unit: str, reason: str) -> None:
+        state = self.units.get(unit)
+        if state is not None and state[1] >= 0:
+            self.deaths.setdefault(state[2][state[1]], [0, set()])[1].add(reason)
+
+    def retry_count(self) -> int:
+        return self.retries
+
+
+RunMonitor = ray.remote(num_cpus=0)(MonitorState)
 
 
 class StallWatchdog:

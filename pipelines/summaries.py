@@ -25,7 +25,7 @@ import ray.data
 from pipelines.config import JobConfig
 from pipelines.errors import ErrorCode, StageError
 from pipelines.inputs import filesystem_for
-from pipelines.output import committed_keys, committed_shards, write_shard
+from pipelines.output import committed_keys, committed_shards, write_atomic, write_shard
 from pipelines.stages.summarize import Line, SummarizeStage, VideoCaptions, VideoSummary
 
 log = logging.getLogger(__name__)
@@ -200,8 +200,7 @@ def _prepare(fs: pafs.FileSystem, out: str, config: JobConfig) -> None:
         log.warning("summary settings changed: rewriting %s/videos", out)
         fs.delete_dir_contents(f"{out}/videos")
     fs.create_dir(f"{out}/videos", recursive=True)
-    with fs.open_output_stream(marker) as f:
-        f.write(json.dumps(settings, indent=2).encode())
+    write_atomic(fs, marker, json.dumps(settings, indent=2).encode())
 
 
 def run_summaries(config: JobConfig, lm_pool) -> dict[str, int]:

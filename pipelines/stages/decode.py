@@ -6,14 +6,14 @@ import contextlib
 import os
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import replace
 
 import av
 
 from pipelines.config import DecodeConfig
 from pipelines.errors import ErrorCode, MediaError, StageError
-from pipelines.faults import AttemptLog, maybe_crash, quarantine_code
+from pipelines.faults import AttemptLog, UnitAttempt, maybe_crash, quarantine_code
 from pipelines.media.decode import iter_clips
 from pipelines.records import Clip, ClipRef, FailedClip, VideoTask
 from pipelines.stage import FanOutStage, Resources
@@ -28,28 +28,48 @@ class DecodeStage(FanOutStage[VideoTask, Clip | FailedClip]):
         num_cpus: float = 1.0,
         attempts: AttemptLog | None = None,
         max_attempts: int = 3,
+        exit_on_hang: bool = True,
     ) -> None:
         self.config = config
         self._resources = Resources(num_cpus=num_cpus)
         self.attempts = attempts
         self.max_attempts = max_attempts
+        self.exit_on_hang = exit_on_hang
+        """End the worker process when a decoder call hangs past twice the budget (offline,
+        where Ray retries the unit); a Serve replica must not end itself for one request."""
+        self._unit: UnitAttempt | None = None
+        self._unit_index: dict[str, int] = {}
 
     @property
     def resources(self) -> Resources:
         return self._resources
 
+    def begin_unit(self, items: Sequence[VideoTask]) -> None:
+        """Start a work unit (offline): its attempt number and what earlier attempts of it
+        left against its videos."""
+        if self.attempts is None:
+            return
+        self._unit = self.attempts.start_unit([t.video_key for t in items])
+        self._unit_index = {t.video_key: i for i, t in enumerate(items)}
+
+    def end_unit(self) -> None:
+        if self.attempts is not None and self._unit is not None:
+            self.attempts.finish_unit()
+        self._unit = None
+
     def iter_outputs(self, item: VideoTask) -> Iterator[Clip | FailedClip]:
         attempt = 0
-        if self.attempts is not None:
-            earlier, reasons = self.attempts.start(item.video_key)
-            attempt = earlier + 1
-            if earlier >= self.max_attempts:
-                code = quarantine_code(reasons)
-                message = f"quarantined after {earlier} attempts that each killed the worker"
+        if self.attempts is not None and self._unit is not None:
+            attempt = self._unit.attempt
+            deaths = self._unit.deaths.get(item.video_key)
+            if deaths is not None and deaths.count >= self.max_attempts:
+                code = quarantine_code(deaths.reasons)
+                message = f"quarantined after {deaths.count} attempts that each killed the worker"
                 error = StageError(code, message, self.name)
                 ref = ClipRef.for_video_error(item, attempt)
                 yield FailedClip(_final(ref, len(item.asks)), error)
                 return
+            self.attempts.working_on(self._unit_index[item.video_key])
         outputs = self._outputs(item, attempt)
         previous: Clip | FailedClip | None = None
         rows = 0
@@ -127,8 +147,8 @@ class DecodeStage(FanOutStage[VideoTask, Clip | FailedClip]):
             message = f"FFmpeg: {exc}"
             yield self._failure(item, attempt, produced, ErrorCode.CORRUPT, message, started)
         except MemoryError:
-            if self.attempts is not None:
-                self.attempts.reason(item.video_key, "oom")
+            if self.attempts is not None and self._unit is not None:
+                self.attempts.reason("oom")
             raise
 
     def _failure(
@@ -152,12 +172,14 @@ class DecodeStage(FanOutStage[VideoTask, Clip | FailedClip]):
         # The media layer checks its budget between packets; a decoder stuck inside one
         # call never returns to check. Past twice the budget the worker is ended, so Ray
         # retries and the attempt log turns a repeat offender into a decode_timeout row.
-        return _Watchdog(self.config.timeout_s * 2 + 30, self.attempts, item.video_key)
+        attempts = self.attempts if self._unit is not None else None
+        limit_s = self.config.timeout_s * 2 + 30 if self.exit_on_hang else None
+        return _Watchdog(limit_s, attempts)
 
 
 class _Watchdog:
-    def __init__(self, limit_s: float, attempts: AttemptLog | None, video_key: str) -> None:
-        self.limit_s, self.attempts, self.video_key = limit_s, attempts, video_key
+    def __init__(self, limit_s: float | None, attempts: AttemptLog | None) -> None:
+        self.limit_s, self.attempts = limit_s, attempts
         self._busy_since: float | None = None
         self._done = threading.Event()
 
@@ -174,11 +196,12 @@ class _Watchdog:
             since = self._busy_since
             if since is not None and time.monotonic() - since > self.limit_s:
                 if self.attempts is not None:
-                    self.attempts.reason(self.video_key, "timeout")
+                    self.attempts.reason("timeout")
                 os._exit(1)
 
     def __enter__(self) -> _Watchdog:
-        threading.Thread(target=self._watch, daemon=True).start()
+        if self.limit_s is not None:
+            threading.Thread(target=self._watch, daemon=True).start()
         return self
 
     def __exit__(self, *exc: object) -> None:

@@ -54,7 +54,7 @@ def ask_of(row: dict) -> Ask:
 
 def run_rows(task: VideoTask, encode, generate) -> list[dict]:
     decode = DecodeStage(DecodeConfig(clip_s=10.0))
-    rows = list(fan_out_rows(decode, task.to_row()))
+    rows = list(fan_out_rows(decode, VideoTask.from_row(task.to_row())))
     return map_rows(generate, map_rows(encode, rows))
 
 

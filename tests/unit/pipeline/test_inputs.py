@@ -6,7 +6,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from pipelines.inputs import InputError, default_asks, expand_inputs, video_id_for
+from pipelines.inputs import InputError, default_asks, expand_inputs, plan_inputs, video_id_for
 from pipelines.records import Ask
 
 PROMPT = "p"
@@ -131,3 +131,55 @@ def test_video_id_is_stable_and_readable():
     assert video_id_for("/data/cat.mp4") == video_id_for("/data/cat.mp4")
     assert video_id_for("/data/cat.mp4").startswith("cat-")
     assert video_id_for("/data/cat.mp4") != video_id_for("/other/cat.mp4")
+
+
+def test_planning_100k_rows_keeps_first_seen_order_and_unique_ids(tmp_path):
+    n = 100_000
+    manifest = tmp_path / "big.csv"
+    lines = ["path"] + [f"v{i % 90_000:06d}.mp4" for i in range(n)]  # 10,000 repeats
+    manifest.write_text("\n".join(lines) + "\n")
+    plan = plan_inputs([str(manifest)], ASKS)
+    sources = plan.column("source").to_pylist()
+    assert len(sources) == 90_000 == len(set(sources))
+    assert sources[:2] == [str(tmp_path / "v000000.mp4"), str(tmp_path / "v000001.mp4")]
+    assert sources[-1] == str(tmp_path / "v089999.mp4")
+    ids = plan.column("video_id").to_pylist()
+    assert len(set(ids)) == 90_000 and ids[0] == video_id_for(sources[0])
+
+
+def test_manifest_chunks_keep_asks_of_a_video_together(tmp_path):
+    """A video's rows far apart (in different read chunks) still form one video."""
+    manifest = tmp_path / "qa.jsonl"
+    rows = [{"path": "a.mp4", "question": "First?"}]
+    rows += [{"path": f"x{i}.mp4"} for i in range(70_000)]
+    rows += [{"path": "a.mp4", "question": "Second?", "start_s": 1, "end_s": 2}]
+    manifest.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    tasks = expand_inputs([str(manifest)], ASKS)
+    assert len(tasks) == 70_001
+    assert tasks[0].asks == (
+        Ask("First?", "qa", index=0),
+        Ask("Second?", "qa", 1.0, 2.0, index=1),
+    )
+
+
+def test_same_question_twice_across_chunks_is_refused(tmp_path):
+    manifest = tmp_path / "qa.jsonl"
+    rows = [{"path": "a.mp4", "question": "Q?"}] + [{"path": f"x{i}.mp4"} for i in range(70_000)]
+    rows += [{"path": "a.mp4", "question": "Q?"}]
+    manifest.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    with pytest.raises(InputError, match="listed twice"):
+        expand_inputs([str(manifest)], ASKS)
+
+
+def test_an_existing_file_with_glob_characters_is_that_file(tmp_path):
+    odd = tmp_path / "clip[1].mp4"
+    odd.write_bytes(b"x")
+    (tmp_path / "clip1.mp4").write_bytes(b"x")  # what the name would match as a glob
+    assert [t.source for t in expand_inputs([str(odd)], ASKS)] == [str(odd)]
+
+
+def test_url_like_rows_are_inputs_not_planning_errors(tmp_path):
+    manifest = tmp_path / "m.csv"
+    manifest.write_text("path\nhttps://example.invalid/v.mp4\nfoo://bucket/v.mp4\n")
+    tasks = expand_inputs([str(manifest)], ASKS)
+    assert [t.source for t in tasks] == ["https://example.invalid/v.mp4", "foo://bucket/v.mp4"]

@@ -12,6 +12,7 @@ from pipelines.faults import AttemptLog, quarantine_code
 from pipelines.keys import row_key, video_keys
 from pipelines.output import COLUMNS, ShardWriter, committed_video_keys
 from pipelines.resume import RunConflict, prepare_output
+from pipelines.stall import MonitorState
 
 FS = pafs.LocalFileSystem()
 
@@ -145,15 +146,32 @@ def test_keys_are_stable_and_track_content_changes(tmp_path):
     assert row_key("k", 0, 0, "p", "r") != row_key("k", 0, 1, "p", "r")
 
 
-def test_attempt_log_counts_per_session_and_reasons(tmp_path):
-    log = AttemptLog(FS, str(tmp_path), "s1")
-    assert log.start("v") == (0, set())
-    log.reason("v", "timeout")
-    assert log.start("v") == (1, {"timeout"})
-    assert quarantine_code({"timeout"}) is ErrorCode.DECODE_TIMEOUT
+def test_attempt_log_charges_the_video_in_progress_with_its_reason():
+    monitor = MonitorState()
+    log = AttemptLog(monitor)
+    first = log.start_unit(["a", "b", "c"])
+    assert (first.attempt, first.deaths) == (1, {})
+    log.working_on(0)
+    log.working_on(1)
+    log.reason("timeout")  # the worker dies on b
+    again = log.start_unit(["a", "b", "c"])
+    assert again.attempt == 2 and set(again.deaths) == {"b"}
+    assert (again.deaths["b"].count, again.deaths["b"].reasons) == (1, {"timeout"})
+    assert quarantine_code(again.deaths["b"].reasons) is ErrorCode.DECODE_TIMEOUT
     assert quarantine_code(set()) is ErrorCode.WORKER_CRASH
-    assert AttemptLog(FS, str(tmp_path), "s2").start("v") == (0, set())
-    assert log.retries() == 1
+    # A new session (a new monitor) starts every video at zero.
+    assert AttemptLog(MonitorState()).start_unit(["a", "b", "c"]).deaths == {}
+    assert monitor.retry_count() == 1
+
+
+def test_finished_units_leave_no_state_in_the_monitor():
+    monitor = MonitorState()
+    log = AttemptLog(monitor)
+    for i in range(1000):
+        log.start_unit([f"v{i}"])
+        log.working_on(0)
+        log.finish_unit()
+    assert monitor.units == {} and monitor.deaths == {} and monitor.retry_count() == 0
 
 
 def test_identical_files_keep_distinct_keys(tmp_path):
