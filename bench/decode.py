@@ -31,8 +31,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from pipelines.config import DecodeConfig  # noqa: E402
-from pipelines.errors import MediaError  # noqa: E402
+from pipelines.core.config import DecodeConfig  # noqa: E402
+from pipelines.core.errors import MediaError  # noqa: E402
 from pipelines.media import decode, synth  # noqa: E402
 
 CORPUS = Path(__file__).resolve().parents[2] / "shared" / "media" / "corpus"

@@ -99,7 +99,7 @@ def section_tiny(args, workdir: Path) -> dict:
     from safetensors.torch import load as load_tensors
     from transformers import AutoModelForImageTextToText, AutoProcessor
 
-    from pipelines.config import GenerationConfig, ModelConfig, PoolConfig
+    from pipelines.core.config import GenerationConfig, ModelConfig, PoolConfig
     from pipelines.models.tiny import build_tiny_model
     from pipelines.stages.encode import EncodeStage
     from pipelines.stages.generate import GenerateStage

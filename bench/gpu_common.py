@@ -107,13 +107,13 @@ def synth_frames(n: int, h: int, w: int, seed: int) -> np.ndarray:
 
 
 def with_prompt(ref, prompt: str, index: int = 0):
-    from pipelines.records import Ask
+    from pipelines.core.records import Ask
 
     return ref.for_ask(Ask(prompt, index=index))
 
 
 def make_clip(i: int, frames: np.ndarray, prompt: str = PROMPT):
-    from pipelines.records import Ask, Clip, ClipRef
+    from pipelines.core.records import Ask, Clip, ClipRef
 
     n = len(frames)
     ref = ClipRef(
@@ -130,7 +130,7 @@ def make_clip(i: int, frames: np.ndarray, prompt: str = PROMPT):
 
 
 def check_ok(results: list, what: str) -> list:
-    from pipelines.errors import StageError
+    from pipelines.core.errors import StageError
 
     bad = [r for r in results if isinstance(r, StageError)]
     if bad:

@@ -186,9 +186,9 @@ def build_realistic(out: Path, dims: dict, device: torch.device, dtype: torch.dt
 def section_realistic(args, workdir: Path, deadline: float) -> dict:
     from transformers import AutoModelForImageTextToText, AutoProcessor
 
-    from pipelines.config import GenerationConfig, ModelConfig, PoolConfig
+    from pipelines.core.config import GenerationConfig, ModelConfig, PoolConfig
+    from pipelines.core.records import EncodedClip
     from pipelines.models.base import pick_device, pick_dtype
-    from pipelines.records import EncodedClip
     from pipelines.stages.encode import EncodeStage
     from pipelines.stages.generate import GenerateStage
 

@@ -27,18 +27,18 @@ import torch  # noqa: E402
 from transformers import AutoModelForImageTextToText, AutoProcessor  # noqa: E402
 from transformers.video_utils import VideoMetadata  # noqa: E402
 
-from pipelines.config import (  # noqa: E402
+from pipelines.core.config import (  # noqa: E402
     DecodeConfig,
     GenerationConfig,
     ModelConfig,
     PoolConfig,
     SummaryConfig,
 )
+from pipelines.core.records import Ask, EncodedClip, VideoTask, numbered  # noqa: E402
 from pipelines.media import synth  # noqa: E402
 from pipelines.models.base import GenRequest, stop_ids, until_stop  # noqa: E402
 from pipelines.models.text_lm import build_tiny_text_lm  # noqa: E402
 from pipelines.models.tiny import build_tiny_model  # noqa: E402
-from pipelines.records import Ask, EncodedClip, VideoTask, numbered  # noqa: E402
 from pipelines.stages.decode import DecodeStage  # noqa: E402
 from pipelines.stages.encode import EncodeStage  # noqa: E402
 from pipelines.stages.generate import GenerateStage  # noqa: E402

@@ -26,11 +26,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import torch  # noqa: E402
 
-from pipelines.config import JobConfig  # noqa: E402
-from pipelines.inputs import default_asks, expand_inputs  # noqa: E402
+from pipelines.core.config import JobConfig  # noqa: E402
+from pipelines.core.records import Clip  # noqa: E402
 from pipelines.media import synth  # noqa: E402
 from pipelines.models.tiny import build_tiny_model  # noqa: E402
-from pipelines.records import Clip  # noqa: E402
+from pipelines.offline.inputs import default_asks, expand_inputs  # noqa: E402
 from pipelines.stages.decode import DecodeStage  # noqa: E402
 from pipelines.stages.encode import EncodeStage  # noqa: E402
 from pipelines.stages.generate import GenerateStage  # noqa: E402
@@ -155,7 +155,7 @@ def main() -> None:
     from ray.data import DataContext
 
     DataContext.get_current().enable_progress_bars = False
-    from pipelines.job import run_job
+    from pipelines.offline.job import run_job
 
     results: dict[str, list[float]] = {
         "naive_s": [],

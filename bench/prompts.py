@@ -22,7 +22,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from pipelines.config import JobConfig  # noqa: E402
+from pipelines.core.config import JobConfig  # noqa: E402
 from pipelines.media import synth  # noqa: E402
 from pipelines.models.tiny import build_tiny_model  # noqa: E402
 
@@ -51,7 +51,7 @@ def main() -> None:
     import ray
 
     ray.init(address="local", num_cpus=4, include_dashboard=False, configure_logging=False)
-    from pipelines.job import run_job
+    from pipelines.offline.job import run_job
 
     base = dict(
         inputs=[str(work / f"v{i}.mp4") for i in range(args.videos)],

@@ -159,7 +159,7 @@ def bench_kill(work: Path, model: str, n: int) -> dict:
 
 PLAN_SCRIPT = """
 import sys, time
-from pipelines.inputs import default_asks, plan_inputs
+from pipelines.offline.inputs import default_asks, plan_inputs
 t = time.perf_counter()
 plan = plan_inputs([sys.argv[1]], default_asks(["Describe."]))
 print("PLAN", plan.num_rows, round(time.perf_counter() - t, 2))
@@ -181,8 +181,8 @@ def bench_keyset(work: Path, n: int) -> dict:
     import pyarrow.fs as pafs
     import pyarrow.parquet as pq
 
-    from pipelines.keys import KeySet, as_fixed
-    from pipelines.output import committed_keyset
+    from pipelines.core.keys import KeySet, as_fixed
+    from pipelines.core.output import committed_keyset
 
     folder = work / "keys"
     folder.mkdir(exist_ok=True)
@@ -214,10 +214,10 @@ def bench_writer(work: Path, n: int) -> dict:
     import numpy as np
     import pyarrow.fs as pafs
 
-    from pipelines.errors import ErrorCode, StageError
-    from pipelines.output import ShardWriter, batch_rows
-    from pipelines.ray_data import rows_to_batch
-    from pipelines.records import Ask, ClipRef, error_row
+    from pipelines.core.errors import ErrorCode, StageError
+    from pipelines.core.output import ShardWriter, batch_rows
+    from pipelines.core.records import Ask, ClipRef, error_row
+    from pipelines.offline.ray_data import rows_to_batch
 
     rows = []
     for i in range(n):

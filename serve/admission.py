@@ -15,7 +15,7 @@ from fastapi import Request
 from starlette.responses import StreamingResponse
 from starlette.types import Receive, Scope, Send
 
-from pipelines.errors import ErrorCode
+from pipelines.core.errors import ErrorCode
 from serve.errors import RequestError, overloaded
 
 

@@ -28,11 +28,11 @@ from ray.serve.exceptions import BackPressureError
 from ray.serve.handle import DeploymentHandle
 from starlette.exceptions import HTTPException
 
-from pipelines.errors import ErrorCode, StageError
-from pipelines.inputs import video_id_for
-from pipelines.job import check_sampling
+from pipelines.core.errors import ErrorCode, StageError
+from pipelines.core.paths import video_id_for
+from pipelines.core.records import Ask, Caption, Clip, EncodedClip, FailedClip
 from pipelines.models import resolve_family
-from pipelines.records import Ask, Caption, Clip, EncodedClip, FailedClip
+from pipelines.models.hints import check_sampling
 from serve.admission import Admission, SlotStream, principal
 from serve.captions import ClientGone, caption_input, caption_rows
 from serve.config import ServeConfig

@@ -16,9 +16,9 @@ from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException
 from starlette.formparsers import MultiPartException
 
-from pipelines.errors import ErrorCode, StageError
-from pipelines.output import result_row
-from pipelines.records import Clip, FailedClip
+from pipelines.core.errors import ErrorCode, StageError
+from pipelines.core.output import result_row
+from pipelines.core.records import Clip, FailedClip
 from serve.config import ServeConfig
 from serve.errors import RequestError, from_stage
 from serve.limits import DecodeBudget, check_prompt, parse

@@ -6,7 +6,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from pipelines.config import DEFAULT_PROMPT, DecodeConfig, GenerationConfig, ModelConfig
+from pipelines.core.config import DEFAULT_PROMPT, DecodeConfig, GenerationConfig, ModelConfig
 
 
 class _Config(BaseModel):

@@ -18,9 +18,9 @@ from collections.abc import AsyncIterator, Iterator
 import numpy as np
 from ray import serve
 
-from pipelines.config import DecodeConfig, GenerationConfig, ModelConfig, PoolConfig
-from pipelines.errors import ErrorCode, StageError
-from pipelines.records import Ask, Caption, Clip, ClipRef, EncodedClip, FailedClip, VideoTask
+from pipelines.core.config import DecodeConfig, GenerationConfig, ModelConfig, PoolConfig
+from pipelines.core.errors import ErrorCode, StageError
+from pipelines.core.records import Ask, Caption, Clip, ClipRef, EncodedClip, FailedClip, VideoTask
 from pipelines.stages.decode import DecodeStage
 from pipelines.stages.encode import EncodeStage
 from pipelines.stages.generate import GenerateStage

@@ -14,7 +14,7 @@ import hashlib
 import threading
 from collections import OrderedDict
 
-from pipelines.records import EncodedClip
+from pipelines.core.records import EncodedClip
 
 
 class EncodingCache:

@@ -11,7 +11,7 @@ import re
 
 from fastapi.responses import JSONResponse
 
-from pipelines.errors import ErrorCode, StageError
+from pipelines.core.errors import ErrorCode, StageError
 
 # The status of each code. 4xx: the request (or the media it names) is at fault and a retry
 # as-is fails again; 502: a remote media server failed; 503: retry later; 504: out of time.

@@ -21,7 +21,7 @@ from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, field
 from urllib.parse import quote, urljoin, urlsplit
 
-from pipelines.errors import ErrorCode
+from pipelines.core.errors import ErrorCode
 from serve.addresses import address_allowed
 from serve.errors import status_of
 

@@ -13,8 +13,8 @@ from fastapi import Request
 from pydantic import BaseModel, ValidationError
 from starlette.requests import ClientDisconnect
 
-from pipelines.errors import ErrorCode
-from pipelines.records import Clip
+from pipelines.core.errors import ErrorCode
+from pipelines.core.records import Clip
 from serve.config import RequestLimits
 from serve.errors import RequestError, limit_error
 from serve.openai_api import ChatRequest

@@ -8,7 +8,7 @@ import os
 import stat
 from urllib.parse import unquote, urlsplit
 
-from pipelines.errors import ErrorCode
+from pipelines.core.errors import ErrorCode
 from serve.config import SecurityConfig
 from serve.fetch import FetchError, FetchPolicy, fetch
 

@@ -10,8 +10,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from pipelines.config import GenerationConfig
-from pipelines.errors import ErrorCode
+from pipelines.core.config import GenerationConfig
+from pipelines.core.errors import ErrorCode
 from serve.errors import RequestError
 
 

@@ -3,7 +3,7 @@
 ``caption`` (the offline job; its options are generated from ``JobConfig`` in ``job_flags``),
 ``tiny-model``, ``serve``, ``demo``, ``submit``/``jobs`` (a Ray cluster), ``report``, ``export``.
 Below the CLI, nothing imports it: a mistake the user can fix is a ``UsageError``
-(``pipelines.usage``), printed as one line with exit code 2.
+(``pipelines.core.usage``), printed as one line with exit code 2.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from pydantic import ValidationError
 from pipelines.cli import caption, demo, export, report, serve, submit, tiny_model
 from pipelines.cli.caption import format_summary
 from pipelines.cli.job_flags import job_config_from_args
-from pipelines.usage import UsageError
+from pipelines.core.usage import UsageError
 
 # What notebooks and tests import from the CLI's top.
 __all__ = ["UsageError", "build_parser", "format_summary", "job_config_from_args", "main"]

@@ -6,9 +6,9 @@ import argparse
 import sys
 
 from pipelines.cli.job_flags import add_job_args, job_config_from_args
-from pipelines.config import JobConfig
-from pipelines.output import Summary
-from pipelines.usage import UsageError
+from pipelines.core.config import JobConfig
+from pipelines.core.output import Summary
+from pipelines.core.usage import UsageError
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -35,11 +35,11 @@ def run_caption(config: JobConfig) -> int:
     """Plan and run the job; print its summary. Exit code: 0, 1 (errors with
     ``fail_on_error``), 3 (stalled); a job that cannot work raises ``UsageError``."""
     # Imported here: they bring Ray and the models, which `vidcap --help` does not need.
-    from pipelines.cluster_check import OutputNotShared
-    from pipelines.inputs import InputError
-    from pipelines.job import plan_job, run_job
-    from pipelines.resume import RunConflict
-    from pipelines.stall import JobStalled
+    from pipelines.offline.cluster_check import OutputNotShared
+    from pipelines.offline.inputs import InputError
+    from pipelines.offline.job import plan_job, run_job
+    from pipelines.offline.ledger.resume import RunConflict
+    from pipelines.offline.ledger.stall import JobStalled
 
     try:
         tasks = plan_job(config)

@@ -7,7 +7,7 @@ import tempfile
 from pathlib import Path
 
 from pipelines.cli.caption import run_caption
-from pipelines.config import JobConfig
+from pipelines.core.config import JobConfig
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -17,8 +17,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from pipelines.demo import write_demo_videos
     from pipelines.models.tiny import build_tiny_model
+    from pipelines.tools.demo import write_demo_videos
 
     out = Path(args.out).resolve()
     work = Path(tempfile.mkdtemp(prefix="vidcap-demo-"))

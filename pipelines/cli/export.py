@@ -1,11 +1,11 @@
-"""``vidcap export``: captions as per-video SRT/WebVTT/JSON Lines files (``pipelines.export``)."""
+"""``vidcap export``: captions as per-video SRT/WebVTT/JSON Lines files (``pipelines.tools.export``)."""
 
 from __future__ import annotations
 
 import argparse
 
-from pipelines import export
-from pipelines.usage import UsageError
+from pipelines.core.usage import UsageError
+from pipelines.tools import export
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:

@@ -33,7 +33,7 @@ import yaml
 from pydantic import BaseModel, ValidationError
 from pydantic.fields import FieldInfo
 
-from pipelines.config import DEFAULT_PROMPT, JobConfig, PoolConfig
+from pipelines.core.config import DEFAULT_PROMPT, JobConfig, PoolConfig
 
 _HAND_NAMED = {"inputs", "prompts", "questions"}
 _PREFIXES = {

@@ -1,12 +1,12 @@
-"""``vidcap report``: a self-contained HTML report of a run's output (``pipelines.report``)."""
+"""``vidcap report``: a self-contained HTML report of a run's output (``pipelines.tools.report``)."""
 
 from __future__ import annotations
 
 import argparse
 
-from pipelines import report
-from pipelines.export import RunNotFound
-from pipelines.usage import UsageError
+from pipelines.core.usage import UsageError
+from pipelines.tools import report
+from pipelines.tools.export import RunNotFound
 
 
 def _count(text: str) -> int:

@@ -9,7 +9,7 @@ import signal
 import threading
 from pathlib import Path
 
-from pipelines.usage import UsageError
+from pipelines.core.usage import UsageError
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:

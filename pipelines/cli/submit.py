@@ -1,6 +1,6 @@
 """``vidcap submit`` and ``vidcap jobs``: the offline job on a running Ray cluster.
 
-The rules and the job API client are in ``pipelines.submit``; this module parses the commands,
+The rules and the job API client are in ``pipelines.tools.submit``; this module parses the commands,
 checks the forwarded ``caption`` command as a local run would, and reports.
 """
 
@@ -11,10 +11,10 @@ import os
 import sys
 from pathlib import Path
 
-from pipelines import submit
 from pipelines.cli.job_flags import add_job_args, job_config_from_args, read_prompts_file
-from pipelines.config import JobConfig
-from pipelines.usage import UsageError
+from pipelines.core.config import JobConfig
+from pipelines.core.usage import UsageError
+from pipelines.tools import submit
 
 
 def add_parsers(sub: argparse._SubParsersAction) -> None:

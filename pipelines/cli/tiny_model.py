@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from collections.abc import Sequence
 
-from pipelines.usage import UsageError
+from pipelines.core.usage import UsageError
 
 
 class _Families(Sequence):

@@ -30,7 +30,7 @@ import math
 
 import numpy as np
 
-from pipelines.config import DecodeConfig
+from pipelines.core.config import DecodeConfig
 from pipelines.media import sampling
 from pipelines.media.frames import Frame, Opened, SkippedFrameMayWin
 

@@ -24,8 +24,8 @@ from fractions import Fraction
 import av
 import pyarrow.fs as pafs
 
-from pipelines.config import DecodeConfig
-from pipelines.errors import ErrorCode, MediaError
+from pipelines.core.config import DecodeConfig
+from pipelines.core.errors import ErrorCode, MediaError
 from pipelines.media.clips import ClipSampler, DecodedClip
 from pipelines.media.frames import Clock, Opened, SkippedFrameMayWin, iter_frames, open_video
 from pipelines.media.scenes import scene_windows

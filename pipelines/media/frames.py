@@ -30,8 +30,8 @@ from typing import Protocol
 import av
 import pyarrow.fs as pafs
 
-from pipelines.config import DecodeConfig
-from pipelines.errors import ErrorCode, MediaError
+from pipelines.core.config import DecodeConfig
+from pipelines.core.errors import ErrorCode, MediaError
 from pipelines.media import sampling
 from pipelines.media.open import open_media, pick_stream
 

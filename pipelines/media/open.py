@@ -26,8 +26,8 @@ from contextlib import contextmanager
 import av
 import pyarrow.fs as pafs
 
-from pipelines.config import DecodeConfig
-from pipelines.errors import ErrorCode, MediaError
+from pipelines.core.config import DecodeConfig
+from pipelines.core.errors import ErrorCode, MediaError
 
 SNIFF_BYTES = 4096
 _REFERENCE_MAGIC = (b"#EXTM3U", b"ffconcat version", b"v=0")  # HLS, ffconcat, SDP: start of file

@@ -36,7 +36,7 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from pipelines.config import DecodeConfig
+from pipelines.core.config import DecodeConfig
 
 TIE_EPS_S = 1e-6
 """Distances closer than this count as a tie (float noise), and ties go to the earlier frame."""

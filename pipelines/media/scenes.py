@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from pipelines.config import DecodeConfig
+from pipelines.core.config import DecodeConfig
 from pipelines.media import sampling
 from pipelines.media.frames import Clock, Opened, iter_frames
 

@@ -29,8 +29,8 @@ from typing import NamedTuple
 import av
 import pyarrow.fs as pafs
 
-from pipelines.config import DecodeConfig
-from pipelines.errors import MediaError
+from pipelines.core.config import DecodeConfig
+from pipelines.core.errors import MediaError
 from pipelines.media.open import open_media, pick_stream, resolve
 
 MAX_SUBTITLE_BYTES = 16 * 1024 * 1024  # a sidecar bigger than this is not a subtitle file

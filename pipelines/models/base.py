@@ -19,8 +19,8 @@ from typing import Any, ClassVar
 import numpy as np
 import torch
 
-from pipelines.config import GenerationConfig, ModelConfig
-from pipelines.errors import ErrorCode, StageError
+from pipelines.core.config import GenerationConfig, ModelConfig
+from pipelines.core.errors import ErrorCode, StageError
 
 
 @dataclass(frozen=True)

@@ -14,8 +14,8 @@ from typing import ClassVar
 
 import torch
 
-from pipelines.config import GenerationConfig
-from pipelines.errors import ErrorCode, StageError
+from pipelines.core.config import GenerationConfig
+from pipelines.core.errors import ErrorCode, StageError
 from pipelines.models.base import GenOutput, decoding_kwargs, stop_ids, until_stop
 
 

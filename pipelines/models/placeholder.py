@@ -20,8 +20,8 @@ from typing import ClassVar
 import torch
 from transformers import AutoModelForImageTextToText, AutoProcessor
 
-from pipelines.config import GenerationConfig
-from pipelines.errors import ErrorCode, StageError
+from pipelines.core.config import GenerationConfig
+from pipelines.core.errors import ErrorCode, StageError
 from pipelines.models.base import GenOutput, GenRequest, VideoLMFamily
 from pipelines.models.chat import ChatGeneration
 

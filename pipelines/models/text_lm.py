@@ -12,7 +12,7 @@ from pathlib import Path
 
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
-from pipelines.config import ModelConfig
+from pipelines.core.config import ModelConfig
 from pipelines.models.base import pick_device, pick_dtype
 from pipelines.models.chat import ChatGeneration
 

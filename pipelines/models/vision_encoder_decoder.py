@@ -40,8 +40,8 @@ from transformers import (
 )
 from transformers.modeling_outputs import BaseModelOutput
 
-from pipelines.config import GenerationConfig
-from pipelines.errors import ErrorCode, StageError
+from pipelines.core.config import GenerationConfig
+from pipelines.core.errors import ErrorCode, StageError
 from pipelines.models import register
 from pipelines.models.base import (
     FamilyDoc,

@@ -8,15 +8,19 @@ import threading
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import replace
+from typing import TYPE_CHECKING
 
 import av
 
-from pipelines.config import DecodeConfig
-from pipelines.errors import ErrorCode, MediaError, StageError
-from pipelines.faults import AttemptLog, UnitAttempt, maybe_crash, quarantine_code
+from pipelines.core.config import DecodeConfig
+from pipelines.core.errors import ErrorCode, MediaError, StageError
+from pipelines.core.faults import UnitAttempt, maybe_crash, quarantine_code
+from pipelines.core.records import Clip, ClipRef, FailedClip, VideoTask
+from pipelines.core.stage import FanOutStage, Resources
 from pipelines.media.decode import iter_clips
-from pipelines.records import Clip, ClipRef, FailedClip, VideoTask
-from pipelines.stage import FanOutStage, Resources
+
+if TYPE_CHECKING:  # the offline ledger's client; the stage only calls it
+    from pipelines.offline.ledger.attempts import AttemptLog
 
 
 class DecodeStage(FanOutStage[VideoTask, Clip | FailedClip]):

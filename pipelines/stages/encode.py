@@ -7,9 +7,9 @@ from collections.abc import Sequence
 
 from safetensors.torch import save as save_tensors
 
-from pipelines.errors import StageError
+from pipelines.core.errors import StageError
+from pipelines.core.records import Clip, EncodedClip
 from pipelines.models.base import FramesInput
-from pipelines.records import Clip, EncodedClip
 from pipelines.stages.isolate import run_isolated
 from pipelines.stages.model import ModelStage
 

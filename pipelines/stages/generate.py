@@ -8,10 +8,10 @@ from collections.abc import Callable, Sequence
 from safetensors.torch import load as load_tensors
 from transformers import TextStreamer
 
-from pipelines.config import GenerationConfig, ModelConfig, PoolConfig
-from pipelines.errors import ErrorCode, StageError
+from pipelines.core.config import GenerationConfig, ModelConfig, PoolConfig
+from pipelines.core.errors import ErrorCode, StageError
+from pipelines.core.records import Caption, EncodedClip
 from pipelines.models.base import GenRequest
-from pipelines.records import Caption, EncodedClip
 from pipelines.stages.isolate import run_isolated
 from pipelines.stages.model import ModelStage
 

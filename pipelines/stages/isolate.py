@@ -19,7 +19,7 @@ from typing import TypeVar
 
 import torch
 
-from pipelines.errors import StageError
+from pipelines.core.errors import StageError
 from pipelines.models.base import ItemError
 
 T = TypeVar("T")

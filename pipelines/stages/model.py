@@ -1,6 +1,6 @@
 """``ModelStage``: a map stage that runs one half of a model family on a pool of actors.
 
-It lives with the stages, not in the core contract (``pipelines.stage``), because it
+It lives with the stages, not in the core contract (``pipelines.core.stage``), because it
 reaches into the model registry: the core knows nothing of models.
 """
 
@@ -9,10 +9,10 @@ from __future__ import annotations
 import abc
 from typing import TYPE_CHECKING
 
-from pipelines.stage import In, MapStage, Out, Resources
+from pipelines.core.stage import In, MapStage, Out, Resources
 
 if TYPE_CHECKING:
-    from pipelines.config import ModelConfig, PoolConfig
+    from pipelines.core.config import ModelConfig, PoolConfig
     from pipelines.models.base import VideoLMFamily
 
 

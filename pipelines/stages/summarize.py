@@ -13,8 +13,8 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from pipelines.config import GenerationConfig, ModelConfig, PoolConfig, SummaryConfig
-from pipelines.errors import ErrorCode, StageError
+from pipelines.core.config import GenerationConfig, ModelConfig, PoolConfig, SummaryConfig
+from pipelines.core.errors import ErrorCode, StageError
 from pipelines.media.subtitles import load_cues
 from pipelines.models.base import GenOutput
 from pipelines.models.text_lm import load_summary_lm

@@ -9,12 +9,12 @@ import sys
 import pyarrow.parquet as pq
 import pytest
 
-from pipelines.config import JobConfig
-from pipelines.errors import StageError
-from pipelines.job import run_job
+from pipelines.core.config import JobConfig
+from pipelines.core.errors import StageError
+from pipelines.core.output import COLUMNS, SCHEMA_VERSION
+from pipelines.core.records import Clip, FailedClip, VideoTask
 from pipelines.media import synth
-from pipelines.output import COLUMNS, SCHEMA_VERSION
-from pipelines.records import Clip, FailedClip, VideoTask
+from pipelines.offline.job import run_job
 from pipelines.stages.decode import DecodeStage
 from pipelines.stages.encode import EncodeStage
 from pipelines.stages.generate import GenerateStage

@@ -184,8 +184,8 @@ import json, os, sys
 import ray
 from ray.cluster_utils import Cluster
 
-from pipelines.config import JobConfig
-from pipelines.job import run_job
+from pipelines.core.config import JobConfig
+from pipelines.offline.job import run_job
 
 model, video, out, probe_file = sys.argv[1:5]
 

@@ -10,10 +10,10 @@ import pyarrow.parquet as pq
 import pytest
 import requests
 
-from pipelines.config import JobConfig
-from pipelines.job import run_job
+from pipelines.core.config import JobConfig
 from pipelines.media import synth
 from pipelines.models import tiny_cases
+from pipelines.offline.job import run_job
 
 SMALL = {"num_cpus": 0.25}
 

@@ -199,8 +199,8 @@ NODE_LOSS_SCRIPT = textwrap.dedent("""
     import json, sys, threading, time
     import ray
     from ray.cluster_utils import Cluster
-    from pipelines.config import JobConfig
-    from pipelines.job import run_job
+    from pipelines.core.config import JobConfig
+    from pipelines.offline.job import run_job
 
     corpus, out, model = sys.argv[1:4]
     cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 3})

@@ -14,10 +14,10 @@ import pytest
 from PIL import Image
 
 from pipelines.cli import main
-from pipelines.config import JobConfig
-from pipelines.job import run_job
+from pipelines.core.config import JobConfig
 from pipelines.media import synth
-from pipelines.report import group_videos, pick_times
+from pipelines.offline.job import run_job
+from pipelines.tools.report import group_videos, pick_times
 
 CHROMIUM = "/usr/bin/chromium"
 needs_chromium = pytest.mark.skipif(

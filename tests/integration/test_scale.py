@@ -6,9 +6,9 @@ from __future__ import annotations
 import pyarrow.parquet as pq
 import pytest
 
-from pipelines.config import JobConfig
-from pipelines.job import run_job
+from pipelines.core.config import JobConfig
 from pipelines.media import synth
+from pipelines.offline.job import run_job
 
 N_MISSING = 3000
 

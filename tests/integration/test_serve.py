@@ -13,10 +13,10 @@ import pyarrow.parquet as pq
 import pytest
 import requests
 
-from pipelines.config import JobConfig
-from pipelines.job import run_job
+from pipelines.core.config import JobConfig
+from pipelines.core.output import COLUMNS
 from pipelines.media import synth
-from pipelines.output import COLUMNS
+from pipelines.offline.job import run_job
 
 PROMPT = "What happens?"
 MAX_TOKENS = 6

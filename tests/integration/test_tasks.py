@@ -7,9 +7,9 @@ import json
 import pyarrow.parquet as pq
 import pytest
 
-from pipelines.config import JobConfig
-from pipelines.job import run_job
+from pipelines.core.config import JobConfig
 from pipelines.media import synth
+from pipelines.offline.job import run_job
 
 PROMPTS = ["Describe.", "What moves?"]
 

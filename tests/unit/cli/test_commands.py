@@ -12,7 +12,7 @@ import pytest
 
 from pipelines.cli import build_parser, main
 from pipelines.cli import submit as submit_cmd
-from pipelines.usage import UsageError
+from pipelines.core.usage import UsageError
 
 ROOT = Path(__file__).parents[3]
 
@@ -41,7 +41,7 @@ def test_nothing_below_the_cli_imports_it():
 
 
 def test_report_and_subtitles_use_only_public_media_functions():
-    for path in (ROOT / "pipelines/report_figures.py", ROOT / "pipelines/media/subtitles.py"):
+    for path in (ROOT / "pipelines/tools/report_figures.py", ROOT / "pipelines/media/subtitles.py"):
         tree = ast.parse(path.read_text())
         private = [
             f"{node.module}.{a.name}"

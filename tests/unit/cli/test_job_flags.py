@@ -16,7 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from pipelines.cli import build_parser, main
 from pipelines.cli.job_flags import add_job_args, job_config_from_args
-from pipelines.config import DEFAULT_MODEL, DEFAULT_PROMPT, JobConfig
+from pipelines.core.config import DEFAULT_MODEL, DEFAULT_PROMPT, JobConfig
 
 HAND_NAMED = {"inputs": "INPUT", "prompts": "--prompt", "questions": "--question"}
 

@@ -63,7 +63,7 @@ def test_groups_give_the_placement_the_pipeline_relies_on(config):
     assert cpu["resources"]["CPU"] >= 1 and cpu["resources"].get("GPU", 0) == 0
     # Encoder and LM actors ask for one GPU and PoolConfig.num_cpus each; the GPU group
     # offers no more CPUs than its actors take, so no decode task can land there.
-    from pipelines.config import PoolConfig
+    from pipelines.core.config import PoolConfig
 
     per_actor = PoolConfig().num_cpus
     assert gpu["resources"]["GPU"] >= 1

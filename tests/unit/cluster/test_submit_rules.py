@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from pipelines import submit
 from pipelines.cli import UsageError, main
 from pipelines.cli import submit as submit_cmd
+from pipelines.tools import submit
 
 ROOT = Path(__file__).parents[3]
 

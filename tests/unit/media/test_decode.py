@@ -12,8 +12,8 @@ import pyarrow as pa
 import pyarrow.fs as pafs
 import pytest
 
-from pipelines.config import DecodeConfig
-from pipelines.errors import ErrorCode, MediaError
+from pipelines.core.config import DecodeConfig
+from pipelines.core.errors import ErrorCode, MediaError
 from pipelines.media import decode, sampling, synth
 from pipelines.media import open as media_open
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import av
 import pytest
 
-from pipelines.config import DecodeConfig
-from pipelines.errors import ErrorCode, MediaError
+from pipelines.core.config import DecodeConfig
+from pipelines.core.errors import ErrorCode, MediaError
 from pipelines.media import decode, frames, sampling, synth
 
 GOP_2S = {"x264-params": "keyint=20:min-keyint=20:scenecut=0"}  # at 10 fps

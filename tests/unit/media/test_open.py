@@ -8,11 +8,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from pipelines import report_figures
-from pipelines.config import DecodeConfig
-from pipelines.errors import ErrorCode, MediaError
+from pipelines.core.config import DecodeConfig
+from pipelines.core.errors import ErrorCode, MediaError
 from pipelines.media import decode, subtitles, synth
 from pipelines.media.open import is_reference_format, open_media, pick_stream
+from pipelines.tools import report_figures
 
 CFG = DecodeConfig()
 

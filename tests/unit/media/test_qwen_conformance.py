@@ -14,7 +14,7 @@ import itertools
 
 import pytest
 
-from pipelines.config import DecodeConfig
+from pipelines.core.config import DecodeConfig
 from pipelines.media import sampling
 
 vision_process = pytest.importorskip("qwen_vl_utils.vision_process")

@@ -11,8 +11,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pipelines.config import DecodeConfig
-from pipelines.errors import MediaError
+from pipelines.core.config import DecodeConfig
+from pipelines.core.errors import MediaError
 from pipelines.media import decode
 
 TESTSET = Path(__file__).resolve().parents[3].parent / "shared" / "media" / "testset"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from pipelines.config import DecodeConfig
+from pipelines.core.config import DecodeConfig
 from pipelines.media import sampling
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from pipelines.config import ModelConfig
+from pipelines.core.config import ModelConfig
 from pipelines.models.base import VideoLMFamily
 
 
@@ -22,8 +22,8 @@ def load_halves(cls: type[VideoLMFamily], path: str) -> tuple[VideoLMFamily, Vid
 
 def check_prompt_errors_are_item_errors(enc, lm, clip, prompt: str) -> None:
     """A too-long prompt and one smuggling the video placeholder fail alone, as item errors."""
-    from pipelines.config import GenerationConfig
-    from pipelines.errors import ErrorCode, StageError
+    from pipelines.core.config import GenerationConfig
+    from pipelines.core.errors import ErrorCode, StageError
     from pipelines.models.base import GenRequest
 
     encoded = enc.encode([clip])[0]

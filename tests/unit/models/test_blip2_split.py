@@ -14,7 +14,7 @@ import pytest
 import torch
 from transformers import AutoProcessor, Blip2ForConditionalGeneration
 
-from pipelines.config import GenerationConfig
+from pipelines.core.config import GenerationConfig
 from pipelines.models import resolve_family, tiny_cases
 from pipelines.models.base import FramesInput, GenRequest
 from pipelines.models.blip2 import Blip2

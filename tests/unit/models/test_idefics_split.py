@@ -12,7 +12,7 @@ import pytest
 import torch
 from transformers import AutoProcessor, IdeficsForVisionText2Text
 
-from pipelines.config import GenerationConfig
+from pipelines.core.config import GenerationConfig
 from pipelines.models import resolve_family, tiny_cases
 from pipelines.models.base import FramesInput, GenRequest
 from pipelines.models.idefics import Idefics

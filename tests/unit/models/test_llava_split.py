@@ -7,7 +7,7 @@ import pytest
 import torch
 from transformers import AutoModelForImageTextToText, AutoProcessor
 
-from pipelines.config import GenerationConfig
+from pipelines.core.config import GenerationConfig
 from pipelines.models import resolve_family, tiny_cases
 from pipelines.models.base import FramesInput, GenRequest
 from pipelines.models.llava_next_video import LlavaNextVideo

@@ -9,8 +9,8 @@ from transformers import AutoModelForImageTextToText, AutoProcessor
 from transformers.modeling_outputs import BaseModelOutputWithPooling
 from transformers.video_utils import VideoMetadata
 
-from pipelines.config import GenerationConfig
-from pipelines.errors import ErrorCode, StageError
+from pipelines.core.config import GenerationConfig
+from pipelines.core.errors import ErrorCode, StageError
 from pipelines.models import (
     family_for_model_type,
     resolve_family,

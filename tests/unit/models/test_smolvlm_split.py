@@ -8,7 +8,7 @@ import torch
 from transformers import AutoModelForImageTextToText, AutoProcessor
 from transformers.video_utils import VideoMetadata
 
-from pipelines.config import GenerationConfig
+from pipelines.core.config import GenerationConfig
 from pipelines.models import resolve_family, tiny_cases
 from pipelines.models.base import FramesInput, GenRequest
 from pipelines.models.smolvlm import SmolVLM

@@ -14,8 +14,8 @@ import torch
 from transformers import AutoImageProcessor, AutoVideoProcessor, VisionEncoderDecoderModel
 from transformers.modeling_outputs import BaseModelOutput
 
-from pipelines.config import GenerationConfig
-from pipelines.errors import ErrorCode, StageError
+from pipelines.core.config import GenerationConfig
+from pipelines.core.errors import ErrorCode, StageError
 from pipelines.models import resolve_family, tiny_cases
 from pipelines.models.base import FramesInput, GenRequest
 from pipelines.models.vision_encoder_decoder import VisionEncoderDecoder, resample_indices

@@ -9,16 +9,22 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from pipelines.config import DecodeConfig
-from pipelines.errors import ErrorCode
-from pipelines.faults import AttemptLog
-from pipelines.inputs import default_asks, plan_inputs
-from pipelines.keys import KeySet, as_fixed, raw_keys, video_keys, work_key
+from pipelines.core.config import DecodeConfig
+from pipelines.core.errors import ErrorCode
+from pipelines.core.keys import KeySet, as_fixed, raw_keys, video_keys, work_key
+from pipelines.core.records import FailedClip, VideoTask, asks_to_json
 from pipelines.media import synth
-from pipelines.records import FailedClip, VideoTask, asks_to_json
+from pipelines.offline.inputs import default_asks, plan_inputs
+from pipelines.offline.ledger.attempts import AttemptLog
+from pipelines.offline.ledger.stall import MonitorState
+from pipelines.offline.work_units import (
+    KeyStep,
+    duplicate_inputs,
+    missing_rows,
+    todo_rows,
+    unit_videos,
+)
 from pipelines.stages.decode import DecodeStage
-from pipelines.stall import MonitorState
-from pipelines.work_units import KeyStep, duplicate_inputs, missing_rows, todo_rows, unit_videos
 
 ASKS = default_asks(["p"])
 

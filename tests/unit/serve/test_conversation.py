@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from pipelines.records import Ask, ClipRef, EncodedClip
+from pipelines.core.records import Ask, ClipRef, EncodedClip
 from serve.encoding_cache import EncodingCache
 from serve.openai_api import ChatRequest, RequestError, split_messages
 

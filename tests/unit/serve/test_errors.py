@@ -9,7 +9,7 @@ import json
 import pytest
 from starlette.requests import ClientDisconnect
 
-from pipelines.errors import ErrorCode, StageError
+from pipelines.core.errors import ErrorCode, StageError
 from serve.admission import Admission, SlotStream
 from serve.errors import STATUS, RequestError, from_stage, limit_error
 

@@ -7,7 +7,7 @@ import threading
 
 import pytest
 
-from pipelines.errors import ErrorCode
+from pipelines.core.errors import ErrorCode
 from serve.fetch import FetchError, FetchPolicy, fetch
 
 ALLOWED = "127.0.0.2"  # loopback alias standing in for a public media host

@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from pipelines.errors import ErrorCode
+from pipelines.core.errors import ErrorCode
 from serve.addresses import address_allowed
 from serve.config import SecurityConfig
 from serve.fetch import FetchError, FetchPolicy, fetch, redirect_target

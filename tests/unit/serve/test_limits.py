@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 from pydantic import ValidationError
 
-from pipelines.errors import ErrorCode
-from pipelines.records import Ask, Clip, ClipRef
+from pipelines.core.errors import ErrorCode
+from pipelines.core.records import Ask, Clip, ClipRef
 from serve.config import RequestLimits, ServeConfig
 from serve.errors import RequestError
 from serve.limits import DecodeBudget, check_chat

@@ -5,7 +5,7 @@ import os
 
 import pytest
 
-from pipelines.errors import ErrorCode
+from pipelines.core.errors import ErrorCode
 from serve.config import SecurityConfig
 from serve.fetch import FetchError
 from serve.media import load_media

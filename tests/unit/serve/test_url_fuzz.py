@@ -13,7 +13,7 @@ import json
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pipelines.errors import ErrorCode
+from pipelines.core.errors import ErrorCode
 from serve.addresses import address_allowed
 from serve.config import RequestLimits, SecurityConfig
 from serve.errors import STATUS, RequestError

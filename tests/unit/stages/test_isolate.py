@@ -11,11 +11,11 @@ import numpy as np
 import pytest
 import torch
 
-from pipelines.config import ModelConfig, PoolConfig
-from pipelines.errors import ErrorCode, StageError
+from pipelines.core.config import ModelConfig, PoolConfig
+from pipelines.core.errors import ErrorCode, StageError
+from pipelines.core.records import Ask, Clip, ClipRef, EncodedClip
 from pipelines.models.base import ItemError, rejected_inputs
 from pipelines.models.qwen2_vl import QwenVL
-from pipelines.records import Ask, Clip, ClipRef, EncodedClip
 from pipelines.stages.encode import EncodeStage
 from pipelines.stages.isolate import FATAL, run_isolated
 

@@ -1,0 +1,274 @@
+"""Typed items that flow between stages, and their flat row form.
+
+Rows are what Ray Data blocks and Parquet hold: one flat dict per clip with a fixed set
+of columns, so every block of a stage has the same schema. Stages never see rows: the
+adapters turn rows into these records, and records back into row updates.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any, Literal
+
+import numpy as np
+
+from pipelines.core.errors import ErrorCode, StageError
+
+# clip_index of a row whose error concerns the whole video (no clip could be cut).
+VIDEO_LEVEL = -1
+
+EMPTY_FRAMES = np.zeros((0, 0, 0, 3), dtype=np.uint8)
+
+
+Task = Literal["caption", "qa"]
+
+
+@dataclass(frozen=True)
+class Ask:
+    """One prompt or question to put to the clips of a video.
+
+    ``start_s``/``end_s`` limit a question to the clips that overlap that time range (a
+    point in time picks the clip that contains it); without them every clip is asked.
+    ``index`` is the ask's position in its video's list: output rows carry it as
+    ``prompt_index``.
+    """
+
+    text: str
+    task: Task = "caption"
+    start_s: float | None = None
+    end_s: float | None = None
+    index: int = 0
+    history: tuple[tuple[str, str], ...] = ()
+    """Earlier (user, assistant) turns of a chat about the same video (online follow-ups)."""
+
+    def covers(self, start_s: float, end_s: float) -> bool:
+        lo = self.start_s if self.start_s is not None else float("-inf")
+        hi = self.end_s if self.end_s is not None else float("inf")
+        if lo == hi:
+            return start_s <= lo < end_s
+        return lo < end_s and hi > start_s
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "text": self.text,
+            "task": self.task,
+            "start_s": self.start_s,
+            "end_s": self.end_s,
+            "index": self.index,
+            "history": [list(turn) for turn in self.history],
+        }
+
+
+def asks_to_json(asks: Sequence[Ask]) -> str:
+    return json.dumps([a.to_dict() for a in asks])
+
+
+def asks_from_json(text: str) -> tuple[Ask, ...]:
+    if not text:
+        return ()
+    return tuple(
+        Ask(**{**d, "history": tuple(tuple(t) for t in d.get("history", ()))})
+        for d in json.loads(text)
+    )
+
+
+def numbered(asks: Sequence[Ask]) -> tuple[Ask, ...]:
+    return tuple(replace(a, index=i) for i, a in enumerate(asks))
+
+
+@dataclass(frozen=True)
+class VideoTask:
+    """One input video and everything to ask about it (prompts and questions)."""
+
+    video_id: str
+    source: str
+    asks: tuple[Ask, ...]
+    video_key: str = ""
+    """Identity of the work item (see pipelines.core.keys); empty when not computed."""
+
+    @classmethod
+    def with_prompt(cls, video_id: str, source: str, prompt: str) -> VideoTask:
+        return cls(video_id, source, (Ask(prompt),))
+
+    def to_row(self) -> dict[str, Any]:
+        return {
+            "video_id": self.video_id,
+            "source": self.source,
+            "asks": asks_to_json(self.asks),
+            "video_key": self.video_key,
+        }
+
+    @classmethod
+    def from_row(cls, row: Mapping[str, Any]) -> VideoTask:
+        return cls(
+            str(row["video_id"]),
+            str(row["source"]),
+            asks_from_json(str(row["asks"])),
+            str(row.get("video_key", "")),
+        )
+
+
+@dataclass(frozen=True)
+class ClipRef:
+    """Where a clip comes from and what to ask it; fixed by the decode stage.
+
+    ``asks`` are the prompts and questions that apply to this clip: the language-model
+    stage answers each one from the clip's single encoding (see ``for_ask``), so a clip
+    yields one output row per ask.
+    """
+
+    video_id: str
+    source: str
+    asks: tuple[Ask, ...]
+    clip_index: int
+    start_s: float
+    end_s: float
+    frame_ts_s: tuple[float, ...] = ()
+    partial: bool = False
+    video_key: str = ""
+    last: bool = False
+    """True on the video's final clip: the writer then learns ``video_rows``."""
+    video_rows: int = 0
+    """On the final clip: how many output rows the whole video makes (sum of its asks)."""
+    attempt: int = 0
+    """Decode attempt that made this clip; a later attempt's rows replace an earlier one's."""
+
+    @property
+    def ask(self) -> Ask:
+        """The one ask of a clip that ``for_ask`` narrowed down (the LM stage's view)."""
+        if len(self.asks) != 1:
+            raise ValueError(f"clip {self.clip_index} has {len(self.asks)} asks, expected one")
+        return self.asks[0]
+
+    @property
+    def prompt(self) -> str:
+        return self.ask.text
+
+    def for_ask(self, ask: Ask) -> ClipRef:
+        return replace(self, asks=(ask,))
+
+    @classmethod
+    def for_video_error(cls, task: VideoTask, attempt: int = 0) -> ClipRef:
+        return cls(
+            task.video_id,
+            task.source,
+            task.asks,
+            VIDEO_LEVEL,
+            0.0,
+            0.0,
+            video_key=task.video_key,
+            last=True,
+            attempt=attempt,
+        )
+
+    def to_row(self) -> dict[str, Any]:
+        return {
+            "video_id": self.video_id,
+            "source": self.source,
+            "asks": asks_to_json(self.asks),
+            "clip_index": self.clip_index,
+            "start_s": self.start_s,
+            "end_s": self.end_s,
+            "frame_ts_s": np.asarray(self.frame_ts_s, dtype=np.float64),
+            "partial": self.partial,
+            "video_key": self.video_key,
+            "last": self.last,
+            "video_rows": self.video_rows,
+            "attempt": self.attempt,
+        }
+
+    @classmethod
+    def from_row(cls, row: Mapping[str, Any]) -> ClipRef:
+        return cls(
+            video_id=str(row["video_id"]),
+            source=str(row["source"]),
+            asks=asks_from_json(str(row["asks"])),
+            clip_index=int(row["clip_index"]),
+            start_s=float(row["start_s"]),
+            end_s=float(row["end_s"]),
+            frame_ts_s=tuple(float(t) for t in row["frame_ts_s"]),
+            partial=bool(row["partial"]),
+            video_key=str(row.get("video_key", "")),
+            last=bool(row.get("last", False)),
+            video_rows=int(row.get("video_rows", 0)),
+            attempt=int(row.get("attempt", 0)),
+        )
+
+
+@dataclass(frozen=True)
+class Clip:
+    """Decoded, sampled RGB frames of one clip: uint8 (N, H, W, 3)."""
+
+    ref: ClipRef
+    frames: np.ndarray = field(repr=False)
+    decode_s: float = 0.0
+
+
+@dataclass(frozen=True)
+class FailedClip:
+    """A clip (or, with ``clip_index == VIDEO_LEVEL``, a whole video) that produced no frames."""
+
+    ref: ClipRef
+    error: StageError
+    decode_s: float = 0.0
+
+
+@dataclass(frozen=True)
+class EncodedClip:
+    """A clip after the vision encoder: the family's encoder output, serialized."""
+
+    ref: ClipRef
+    encoded: bytes = field(repr=False)
+    encode_s: float = 0.0
+
+
+@dataclass(frozen=True)
+class Caption:
+    """The language model's text for one clip and prompt."""
+
+    ref: ClipRef
+    text: str
+    prompt_tokens: int
+    output_tokens: int
+    generate_s: float = 0.0
+
+
+# Columns every row has from the decode stage on; their defaults fill error rows.
+ROW_DEFAULTS: dict[str, Any] = {
+    "decode_s": 0.0,
+    "encode_s": 0.0,
+    "generate_s": 0.0,
+    "text": "",
+    "prompt_tokens": 0,
+    "output_tokens": 0,
+    "error_code": "",
+    "error_message": "",
+    "error_stage": "",
+}
+
+
+def error_fields(err: StageError) -> dict[str, Any]:
+    return {"error_code": err.code.value, "error_message": err.message, "error_stage": err.stage}
+
+
+def row_error(row: Mapping[str, Any]) -> StageError | None:
+    code = row.get("error_code") or ""
+    if not code:
+        return None
+    return StageError(ErrorCode(code), str(row["error_message"]), str(row["error_stage"]))
+
+
+def clip_row(clip: Clip) -> dict[str, Any]:
+    return {**ROW_DEFAULTS, **clip.ref.to_row(), "frames": clip.frames, "decode_s": clip.decode_s}
+
+
+def error_row(ref: ClipRef, err: StageError, decode_s: float = 0.0) -> dict[str, Any]:
+    return {
+        **ROW_DEFAULTS,
+        **ref.to_row(),
+        "frames": EMPTY_FRAMES,
+        "decode_s": decode_s,
+        **error_fields(err),
+    }
