@@ -95,7 +95,7 @@ def caption_args(inputs: str, out: Path, model: str, *extra: str) -> list[str]:
 
 def bench_missing(work: Path, model: str, n: int) -> dict:
     out = work / f"out-missing-{n}"
-    res = run(caption_args(str(missing_manifest(work, n)), out, model))
+    res = run(caption_args(str(missing_manifest(work, n)), out, model, "--overwrite"))
     s = summary(out)
     res.update(rows=s["rows"], errors_by_code=s["errors_by_code"], inputs=s["inputs"])
     return res
@@ -130,7 +130,7 @@ def bench_kill(work: Path, model: str, n: int) -> dict:
     out = work / f"out-kill-{n}"
     args = caption_args(str(missing_manifest(work, n)), out, model, "--commit-interval-s", "0")
     args += ["--rows-per-shard", "500"]
-    proc = vidcap(args)
+    proc = vidcap([*args, "--overwrite"])
     committed = 0
     deadline = time.monotonic() + 600
     while time.monotonic() < deadline and proc.poll() is None:
@@ -211,7 +211,6 @@ def bench_keyset(work: Path, n: int) -> dict:
 
 
 def bench_writer(work: Path, n: int) -> dict:
-    import numpy as np
     import pyarrow.fs as pafs
 
     from pipelines.core.errors import ErrorCode, StageError
@@ -233,9 +232,9 @@ def bench_writer(work: Path, n: int) -> dict:
     t = time.perf_counter()
     for b in batches:
         writer.add(batch_rows(b, "m", "", "r" * 32))
-    writer.close(inputs=n)
+    s = writer.close(inputs=n)
     wall = time.perf_counter() - t
-    return {"rows": n, "rows_per_s": round(n / wall), "wall_s": round(wall, 2), "np": np.__name__}
+    return {"rows": n, "committed": s.rows, "rows_per_s": round(n / wall), "wall_s": round(wall, 2)}
 
 
 def main() -> None:

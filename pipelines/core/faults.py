@@ -14,7 +14,9 @@ from __future__ import annotations
 import os
 import signal
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from pipelines.core.errors import ErrorCode
 
@@ -69,3 +71,15 @@ class UnitAttempt:
     """1 for a unit's first run; a retry after a worker death gets the next number."""
     deaths: dict[str, Deaths]
     """Per video key of the unit, only for videos that some attempt died on."""
+
+
+class UnitLedger(Protocol):
+    """What a decode stage needs of the run's attempt ledger (``offline.ledger.attempts``)."""
+
+    def start_unit(self, video_keys: Sequence[str]) -> UnitAttempt: ...
+
+    def working_on(self, index: int) -> None: ...
+
+    def finish_unit(self) -> None: ...
+
+    def reason(self, reason: str) -> None: ...

@@ -73,8 +73,10 @@ def _display(inner: str, original: str) -> str:
 
 
 def _walk(fs: pafs.FileSystem, base: str) -> list[str]:
+    # Anything with a video name that is not a folder is an input, so that an odd entry
+    # (a FIFO named .mp4) becomes its own typed row instead of vanishing.
     infos = fs.get_file_info(pafs.FileSelector(base, recursive=True))
-    return sorted(i.path for i in infos if i.type == pafs.FileType.File and _is_video(i.path))
+    return sorted(i.path for i in infos if i.type != pafs.FileType.Directory and _is_video(i.path))
 
 
 def _chunks(sources: Iterable[str]) -> Iterator[pa.RecordBatch]:

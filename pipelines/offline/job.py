@@ -29,12 +29,13 @@ from pipelines.core.output import (
     committed_keyset,
     write_summary,
 )
+from pipelines.core.paths import filesystem_for
 from pipelines.core.records import VideoTask
 from pipelines.models import resolve_family
 from pipelines.models.hints import check_sampling
 from pipelines.models.text_lm import load_summary_lm
 from pipelines.offline.cluster_check import check_workers_reach_out
-from pipelines.offline.inputs import default_asks, filesystem_for, plan_inputs, tasks_to_arrow
+from pipelines.offline.inputs import default_asks, plan_inputs, tasks_to_arrow
 from pipelines.offline.ledger.attempts import AttemptLog
 from pipelines.offline.ledger.lease import Lease
 from pipelines.offline.ledger.resume import Journal, clear_scratch, journaled_keys, prepare_output

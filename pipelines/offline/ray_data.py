@@ -197,6 +197,8 @@ class _MapActor:
     ) -> None:
         self.stage, self.heartbeat, self.on_rows = stage, heartbeat, on_rows
         stage.setup()
+        if heartbeat is not None:  # loaded: from now on its silence counts
+            heartbeat(f"{stage.name}:ready")
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         maybe_hang(self.stage.name)

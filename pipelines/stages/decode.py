@@ -8,19 +8,15 @@ import threading
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import replace
-from typing import TYPE_CHECKING
 
 import av
 
 from pipelines.core.config import DecodeConfig
 from pipelines.core.errors import ErrorCode, MediaError, StageError
-from pipelines.core.faults import UnitAttempt, maybe_crash, quarantine_code
+from pipelines.core.faults import UnitAttempt, UnitLedger, maybe_crash, quarantine_code
 from pipelines.core.records import Clip, ClipRef, FailedClip, VideoTask
 from pipelines.core.stage import FanOutStage, Resources
 from pipelines.media.decode import iter_clips
-
-if TYPE_CHECKING:  # the offline ledger's client; the stage only calls it
-    from pipelines.offline.ledger.attempts import AttemptLog
 
 
 class DecodeStage(FanOutStage[VideoTask, Clip | FailedClip]):
@@ -30,7 +26,7 @@ class DecodeStage(FanOutStage[VideoTask, Clip | FailedClip]):
         self,
         config: DecodeConfig,
         num_cpus: float = 1.0,
-        attempts: AttemptLog | None = None,
+        attempts: UnitLedger | None = None,
         max_attempts: int = 3,
         exit_on_hang: bool = True,
     ) -> None:
@@ -182,7 +178,7 @@ class DecodeStage(FanOutStage[VideoTask, Clip | FailedClip]):
 
 
 class _Watchdog:
-    def __init__(self, limit_s: float | None, attempts: AttemptLog | None) -> None:
+    def __init__(self, limit_s: float | None, attempts: UnitLedger | None) -> None:
         self.limit_s, self.attempts = limit_s, attempts
         self._busy_since: float | None = None
         self._done = threading.Event()

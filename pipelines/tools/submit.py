@@ -116,7 +116,7 @@ def entrypoint(command: list[str]) -> str:
 
 
 def project_root() -> Path:
-    root = Path(__file__).resolve().parents[1]
+    root = Path(__file__).resolve().parents[2]  # pipelines/tools/submit.py -> the checkout
     if not (root / "pyproject.toml").is_file():
         raise UsageError(
             f"vidcap is installed without its source tree ({root}); pass --working-dir "

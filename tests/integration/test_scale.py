@@ -89,3 +89,43 @@ def test_content_keys_keep_identical_files_apart_and_resume_both(
     assert len({r["video_key"] for r in rows}) == 2 and first.processed == 2
     again = run_job(config)
     assert (again.skipped_done, again.processed) == (2, 0)
+
+
+def test_odd_inputs_are_one_typed_row_each_and_the_job_succeeds(
+    ray_session, tiny_model_dir, tmp_path
+):
+    """A FIFO (never opened: it would block), a folder named .mp4, a symlink loop and
+    URL-ish manifest rows: one typed row each, no crash, no hang."""
+    import os
+
+    odd = tmp_path / "odd"
+    odd.mkdir()
+    os.mkfifo(odd / "fifo.mp4")
+    (odd / "folder.mp4").mkdir()
+    (odd / "loop-a.mp4").symlink_to(odd / "loop-b.mp4")
+    (odd / "loop-b.mp4").symlink_to(odd / "loop-a.mp4")
+    synth.write_video(odd / "good.mp4", seconds=1.0, fps=4.0, width=32, height=32)
+    manifest = tmp_path / "odd.csv"
+    rows = ["fifo.mp4", "folder.mp4", "loop-a.mp4", "good.mp4"]
+    rows += ["https://example.invalid/v.mp4", "foo://bucket/v.mp4"]
+    manifest.write_text("path\n" + "\n".join(f"odd/{r}" if "://" not in r else r for r in rows))
+    config = JobConfig(
+        inputs=[str(manifest)],
+        out=str(tmp_path / "out"),
+        model={"model": tiny_model_dir("qwen2_vl")},
+        generation={"max_new_tokens": 2},
+    )
+    summary = run_job(config)
+    got = {
+        r["source"]: (r["error_code"], r["clip_index"])
+        for r in pq.read_table(tmp_path / "out" / "clips").to_pylist()
+    }
+    assert got == {
+        str(odd / "fifo.mp4"): ("unreadable", -1),
+        str(odd / "folder.mp4"): ("unreadable", -1),
+        str(odd / "loop-a.mp4"): ("not_found", -1),
+        str(odd / "good.mp4"): ("", 0),
+        "https://example.invalid/v.mp4": ("unreadable", -1),
+        "foo://bucket/v.mp4": ("unreadable", -1),
+    }
+    assert summary.inputs == 6 and summary.rows == 6

@@ -11,7 +11,8 @@ own iteration and reports which stage has been silent the longest.
 
 from __future__ import annotations
 
-import _thread
+import os
+import signal
 import threading
 import time
 
@@ -73,8 +74,11 @@ RunMonitor = ray.remote(num_cpus=0)(MonitorState)
 
 
 class StallWatchdog:
-    def __init__(self, timeout_s: float, tracker, stages: tuple[str, ...]) -> None:
+    def __init__(
+        self, timeout_s: float, tracker, stages: tuple[str, ...], startup_s: float = 900.0
+    ) -> None:
         self.timeout_s, self.tracker, self.stages = timeout_s, tracker, stages
+        self.startup_s = max(startup_s, timeout_s)
         self.started = time.time()
         self.last_progress = time.monotonic()
         self.message: str | None = None
@@ -83,27 +87,50 @@ class StallWatchdog:
     def progress(self) -> None:
         self.last_progress = time.monotonic()
 
-    def _describe(self) -> str:
-        now = time.time()
+    def _beats(self) -> dict[str, float]:
         try:
-            beats = ray.get(self.tracker.snapshot.remote(), timeout=10)
+            return ray.get(self.tracker.snapshot.remote(), timeout=10)
         except (ray.exceptions.GetTimeoutError, ray.exceptions.RayActorError):
-            beats = {}
-        # A stage that never finished a batch counts from the job's start.
-        ages = {s: now - beats.get(s, self.started) for s in self.stages}
-        stuck = max(ages, key=ages.get)
+            return {}
+
+    def _describe(self, beats: dict[str, float]) -> str:
+        now = time.time()
+        last = {s: beats.get(s, float("-inf")) for s in self.stages}
+        # From the last stage up: a stage whose upstream finished a batch after it last did
+        # holds input it does not finish (stuck); one that is not behind is starved, so
+        # look further up. A stage that never finished a batch counts from the start.
+        stuck = self.stages[0]
+        for up, down in reversed(list(zip(self.stages, self.stages[1:], strict=False))):
+            if last[up] > last[down]:
+                stuck = down
+                break
+        ages = {s: now - max(last[s], self.started) for s in self.stages}
         others = ", ".join(f"{s}: {age:.0f} s ago" for s, age in ages.items() if s != stuck)
         return (
             f"no progress for {self.timeout_s:.0f} s: stage {stuck!r} last finished a batch "
             f"{ages[stuck]:.0f} s ago ({others}); see the Ray worker logs of that stage"
         )
 
+    def _starting(self, beats: dict[str, float]) -> bool:
+        """A model stage whose actors have not loaded yet (decode starts at once)."""
+        return any(s not in beats and f"{s}:ready" not in beats for s in self.stages[1:])
+
     def _watch(self) -> None:
         while not self._stop.wait(min(5.0, self.timeout_s / 4)):
-            if time.monotonic() - self.last_progress > self.timeout_s:
-                self.message = self._describe()
-                _thread.interrupt_main()
-                return
+            if time.monotonic() - self.last_progress <= self.timeout_s:
+                continue
+            beats = self._beats()
+            # Model actors load their weights while decode already runs: until every stage
+            # is up, silence is start-up, not a stall, and the timeout counts from when
+            # the last one came up (for up to startup_s; past it the job fails all the same).
+            if self._starting(beats) and time.time() - self.started < self.startup_s:
+                self.last_progress = time.monotonic()
+                continue
+            self.message = self._describe(beats)
+            # A real SIGINT, not _thread.interrupt_main(): the main thread may be blocked
+            # in a wait that only a signal wakes (Ray Data's output queue).
+            os.kill(os.getpid(), signal.SIGINT)
+            return
 
     def __enter__(self) -> StallWatchdog:
         threading.Thread(target=self._watch, daemon=True).start()

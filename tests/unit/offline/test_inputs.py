@@ -189,3 +189,14 @@ def test_url_like_rows_are_inputs_not_planning_errors(tmp_path):
     manifest.write_text("path\nhttps://example.invalid/v.mp4\nfoo://bucket/v.mp4\n")
     tasks = expand_inputs([str(manifest)], ASKS)
     assert [t.source for t in tasks] == ["https://example.invalid/v.mp4", "foo://bucket/v.mp4"]
+
+
+def test_a_walk_keeps_odd_entries_with_video_names_as_inputs(tmp_path):
+    import os
+
+    os.mkfifo(tmp_path / "fifo.mp4")
+    (tmp_path / "folder.mp4").mkdir()
+    (tmp_path / "folder.mp4" / "inside.mp4").write_bytes(b"x")
+    (tmp_path / "notes.txt").write_bytes(b"x")
+    sources = [t.source for t in expand_inputs([str(tmp_path)], ASKS)]
+    assert sources == [str(tmp_path / "fifo.mp4"), str(tmp_path / "folder.mp4" / "inside.mp4")]

@@ -85,7 +85,7 @@ def test_only_undone_present_videos_are_decoded_and_missing_ones_become_rows():
     [
         (1_000_000, 10**12, 64, 4),  # 1 MB videos: the bytes budget (4 MB here) decides
         (1_000_000, 10**9, 64, 32),  # tiny videos: the count cap decides
-        (100, 10**6, 8, 4),  # a small corpus: ~4 units per CPU
+        (100, 10**6, 8, 2),  # a small corpus: ~8 units per CPU
         (3, 10**6, 8, 1),
     ],
 )

@@ -181,3 +181,12 @@ def test_identical_files_keep_distinct_keys(tmp_path):
     b.write_bytes(b"same")
     ka, kb = video_keys([str(a), str(b)], "content")
     assert ka != kb and video_keys([str(a), str(b)], "content") == [ka, kb]
+
+
+def test_videos_whose_keys_share_a_long_prefix_are_both_committed(tmp_path):
+    w = ShardWriter(str(tmp_path), FS, "m", session="s1", commit_interval_s=0)
+    a, b = row("a", 0, last=True), row("b", 0, last=True)
+    a["video_key"], b["video_key"] = "0" * 31 + "1", "0" * 31 + "2"
+    w.add([a, b])
+    summary = w.close(inputs=2)
+    assert summary.processed == 2 and read_rows(tmp_path) == [("a", 0), ("b", 0)]
