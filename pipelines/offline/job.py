@@ -19,6 +19,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import ray
+from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from pipelines.core.config import JobConfig, PoolConfig
 from pipelines.core.keys import as_fixed, duplicate_key, work_key
@@ -136,7 +137,9 @@ def _run(config: JobConfig, plan: pa.Table, fs, out, session, run, committed, jo
     rework = 0
     retries = 0
     if todo or missing:
-        monitor = RunMonitor.remote()
+        # On the driver's node: a worker node that leaves must not take the ledger with it.
+        here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)
+        monitor = RunMonitor.options(scheduling_strategy=here).remote()
         heartbeat = Heartbeat(monitor)
         journal = Journal(config.out, out, session, run, flush_every_s=config.commit_interval_s)
         unit = unit_videos(
