@@ -315,6 +315,5 @@ def expand_inputs(entries: Iterable[str], asks: Sequence[Ask]) -> list[VideoTask
 
 
 def tasks_to_arrow(tasks: list[VideoTask]) -> pa.Table:
-    return pa.Table.from_pylist(
-        [{k: t.to_row()[k] for k in PLAN_SCHEMA.names} for t in tasks], schema=PLAN_SCHEMA
-    )
+    # The schema picks the plan's columns out of each row (``video_key`` is not one).
+    return pa.Table.from_pylist([t.to_row() for t in tasks], schema=PLAN_SCHEMA)

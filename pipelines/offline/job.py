@@ -98,16 +98,15 @@ def plan_job(config: JobConfig) -> pa.Table:
     check_sampling(config.decode, family.hints, model_type)
     if config.summarize is not None:
         load_summary_lm(config.summarize.model or config.model)  # refuses non-chat models
-    plan = plan_inputs(config.inputs, default_asks(config.prompts, config.questions))
-    return plan.append_column("order", pa.array(np.arange(plan.num_rows, dtype=np.int64)))
+    return plan_inputs(config.inputs, default_asks(config.prompts, config.questions))
 
 
 def run_job(config: JobConfig, plan: pa.Table | list[VideoTask] | None = None) -> Summary:
     plan = plan_job(config) if plan is None else plan
     if isinstance(plan, list):
         plan = tasks_to_arrow(plan)
-    if "order" not in plan.column_names:
-        plan = plan.append_column("order", pa.array(np.arange(plan.num_rows, dtype=np.int64)))
+    # Plan order, kept through the keyed dataset: first-seen wins among content duplicates.
+    plan = plan.append_column("order", pa.array(np.arange(plan.num_rows, dtype=np.int64)))
     fs, out = filesystem_for(config.out)
     out = out.rstrip("/")
     session = uuid.uuid4().hex[:12]
