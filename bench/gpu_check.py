@@ -10,7 +10,9 @@ Every section is wrapped: one failure is recorded in the JSON and the others sti
 JSON is rewritten after each section, so a killed run still leaves what it measured. Without
 CUDA the CUDA-only checks report "skipped: no CUDA"; the realistic-size section runs on CPU
 only with --small (tiny dimensions), else it is skipped. Shared helpers live in
-``bench/gpu_common.py``, the realistic-size section in ``bench/gpu_realistic.py``.
+``bench/gpu_common.py``, the realistic-size section in ``bench/gpu_realistic.py``, the
+decode-loop section (batch 8/32/64 eager vs compiled, as a fraction of the copy bandwidth
+bound) in ``bench/gpu_decode.py``. ``--budget-s 540`` leaves the decode loop its time.
 """
 
 from __future__ import annotations
@@ -52,6 +54,7 @@ from bench.gpu_common import (  # noqa: E402
     synth_frames,
     tb,
 )
+from bench.gpu_decode import section_decode  # noqa: E402
 from bench.gpu_realistic import section_realistic  # noqa: E402
 
 # --------------------------------------------------------------------------------------
@@ -250,6 +253,8 @@ def main(argv=None) -> int:
         section("environment", lambda: section_env(args))
         section("tiny_cuda_bf16_parity", lambda: section_tiny(args, workdir))
         section("realistic_qwen2vl_2b", lambda: section_realistic(args, workdir, deadline))
+        # Issue 17: LM at batch 8/32/64, eager vs compiled, against the copy bandwidth.
+        section("lm_decode_loop", lambda: section_decode(args, workdir, deadline))
 
     def errors(d, prefix=""):
         for k, v in d.items():

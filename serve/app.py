@@ -50,6 +50,7 @@ from serve.openai_api import (
     sse_chunk,
     usage,
 )
+from serve.speech import Transcriber, Transcript, transcribe_media
 
 log = logging.getLogger("ray.serve")
 # The schema and its UI are served only through the authorized route below.
@@ -77,9 +78,11 @@ class Ingress:
         decoder: DeploymentHandle,
         encoder: DeploymentHandle,
         lm: DeploymentHandle,
+        transcriber: DeploymentHandle | None = None,
     ) -> None:
         self.config = config
         self.decoder, self.encoder, self.lm = decoder, encoder, lm
+        self.transcriber = transcriber  # deployed only when config.asr is set
         self.admission = Admission(config.inflight_limit, config.limits.max_inflight_per_client)
         self.cache = EncodingCache(int(config.encoding_cache_mb * 1024**2))
         # Fetches, hashing and serve.status() block: they get threads of their own, so an
@@ -309,26 +312,42 @@ class Ingress:
         slot = None
         try:
             body = await self._admitted_body(request)
-            upload, source, prompt = await caption_input(request, body, self.config)
+            upload, source, prompt, text = await caption_input(request, body, self.config)
             slot = self.admission.take(self._who(request))
             video_id = video_id_for(source)
             started = time.perf_counter()
             handles = (self.decoder, self.encoder, self.lm)
 
-            async def work() -> list[dict]:
+            async def work() -> tuple[list[dict], Transcript | None]:
                 media = upload if upload is not None else await self._media(source)
                 name = "data-url" if source.startswith("data:") else source
-                return await caption_rows(
-                    request, self.config, handles, media, video_id, prompt, name
+                transcript, given = None, text
+                if self.transcriber is not None and text.wants_asr(self.config):
+                    # Before the clips: each clip's prompt holds the speech of its range.
+                    transcript = await transcribe_media(
+                        self.decoder,
+                        self.transcriber,
+                        media,
+                        video_id,
+                        text,
+                        self.config.asr.model.model,
+                        self.config.limits.clips_in_flight,
+                    )
+                    given = text.with_transcript(transcript.segments_json)
+                rows = await caption_rows(
+                    request, self.config, handles, media, video_id, prompt, name, given
                 )
+                return rows, transcript
 
-            rows = await self._guard(work())
+            rows, transcript = await self._guard(work())
             return JSONResponse(
                 {
                     "video_id": video_id,
                     "model_id": self.config.model.model,
                     "wall_s": round(time.perf_counter() - started, 3),
                     "clips": rows,
+                    # None when no speech recognition was asked for (see serve.speech).
+                    "transcript": transcript.to_json() if transcript is not None else None,
                 }
             )
         except RequestError as exc:
@@ -341,25 +360,39 @@ class Ingress:
 
 
 def build_app(config: ServeConfig):
-    """Bind the four deployments with their own autoscaling and admission settings."""
+    """Bind the four deployments (five with ``asr``: the Transcriber) with their own
+    autoscaling and admission settings."""
     family, model_type = resolve_family(config.model.model, config.model.revision)
-    check_sampling(config.decode, family.hints, model_type)
-    gpus = ray.is_initialized() and ray.cluster_resources().get("GPU", 0) > 0
+    # The family's frame rules fill what the config leaves unset (frame_factor None).
+    config = config.model_copy(
+        update={"decode": check_sampling(config.decode, family.hints, model_type)}
+    )
+    cluster_gpus = ray.cluster_resources().get("GPU", 0) if ray.is_initialized() else 0
+    gpus = cluster_gpus > 0
     captions_decode = config.decode
     # Chat answers about the whole video: one clip, its frames capped by max_frames.
     chat_decode = config.decode.model_copy(update={"chunking": "none"})
-    enc_gpus = config.encoder.serve_options(gpus)["ray_actor_options"]["num_gpus"]
-    lm_gpus = config.lm.serve_options(gpus)["ray_actor_options"]["num_gpus"]
+    # Fewer GPUs than the two model deployments want: they share (LM the larger part).
+    shares = config.model_gpus(cluster_gpus)
+    enc_gpus, lm_gpus = shares["encoder"], shares["lm"]
     decoder = Decoder.options(**config.decoder.serve_options(False)).bind(
-        captions_decode, chat_decode, config.limits
+        captions_decode, chat_decode, config.limits, config.context, config.asr
     )
-    encoder = Encoder.options(**config.encoder.serve_options(gpus)).bind(
+    encoder = Encoder.options(**config.encoder.serve_options(gpus, enc_gpus)).bind(
         config.model, config.encoder, enc_gpus
     )
-    lm = LanguageModel.options(**config.lm.serve_options(gpus)).bind(
-        config.model, config.lm, lm_gpus, config.generation
+    lm = LanguageModel.options(**config.lm.serve_options(gpus, lm_gpus)).bind(
+        config.model, config.lm, lm_gpus, config.generation, config.context
     )
-    return Ingress.options(**config.ingress.serve_options(False)).bind(config, decoder, encoder, lm)
+    transcriber = None
+    if config.asr is not None:
+        asr_gpus = shares["asr"]
+        transcriber = Transcriber.options(**config.transcriber.serve_options(gpus, asr_gpus)).bind(
+            config.asr, config.transcriber, asr_gpus
+        )
+    return Ingress.options(**config.ingress.serve_options(False)).bind(
+        config, decoder, encoder, lm, transcriber
+    )
 
 
 def app_builder(args: dict[str, Any]):

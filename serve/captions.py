@@ -20,6 +20,7 @@ from pipelines.core.errors import ErrorCode, StageError
 from pipelines.core.output import result_row
 from pipelines.core.records import Clip, FailedClip
 from serve.config import ServeConfig
+from serve.context import RequestText, checked_text, form_text
 from serve.errors import RequestError, from_stage
 from serve.limits import DecodeBudget, check_prompt, parse
 from serve.openai_api import CaptionsRequest
@@ -31,8 +32,9 @@ class ClientGone(Exception):
 
 async def caption_input(
     request: Request, body: bytes, config: ServeConfig
-) -> tuple[bytes | None, str, str]:
-    """(uploaded bytes or None, url or file name, prompt) of a captions request."""
+) -> tuple[bytes | None, str, str, RequestText]:
+    """(uploaded bytes or None, url or file name, prompt, the video's text) of a captions
+    request (the text: ``subtitles``, ``context``, ``context_source``; see serve.context)."""
     prompt = config.prompt
     if request.headers.get("content-type", "").startswith("multipart/form-data"):
 
@@ -41,7 +43,7 @@ async def caption_input(
 
         try:
             form = await Request(request.scope, replay).form(
-                max_files=1, max_fields=8, max_part_size=config.security.max_body_bytes
+                max_files=2, max_fields=8, max_part_size=config.security.max_body_bytes
             )
         except (MultiPartException, HTTPException, ValueError) as exc:
             detail = getattr(exc, "detail", None) or getattr(exc, "message", None) or "malformed"
@@ -50,11 +52,12 @@ async def caption_input(
             text = form.get("prompt")
             if isinstance(text, str) and text:
                 prompt = text
+            extra = await form_text(form, config)
             upload, url = form.get("file"), form.get("url")
             if isinstance(upload, UploadFile):
                 name = (upload.filename or "upload")[:256]
                 check_prompt(prompt, config.limits)
-                return await upload.read(), name, prompt
+                return await upload.read(), name, prompt, extra
         finally:
             await form.close()
         if not isinstance(url, str) or not url:
@@ -62,8 +65,9 @@ async def caption_input(
     else:
         req = parse(CaptionsRequest, body or b"{}")
         url, prompt = req.url, req.prompt or prompt
+        extra = checked_text(req.subtitles, req.context, req.context_source, config)
     check_prompt(prompt, config.limits)
-    return None, url, prompt
+    return None, url, prompt, extra
 
 
 async def caption_rows(
@@ -74,10 +78,13 @@ async def caption_rows(
     video_id: str,
     prompt: str,
     source: str,
+    text: RequestText | None = None,
 ) -> list[dict]:
     decoder, encoder, lm = handles
     budget = DecodeBudget(config.limits)
-    stream = decoder.options(stream=True).clips.remote(media, "captions", video_id, prompt, source)
+    stream = decoder.options(stream=True).clips.remote(
+        media, "captions", video_id, prompt, source, text
+    )
     order: list[asyncio.Task | dict] = []
     pending: set[asyncio.Task] = set()
     failure: StageError | None = None

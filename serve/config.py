@@ -6,7 +6,15 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from pipelines.core.config import DEFAULT_PROMPT, DecodeConfig, GenerationConfig, ModelConfig
+from pipelines.core.config import (
+    DEFAULT_PROMPT,
+    AsrConfig,
+    ContextConfig,
+    DecodeConfig,
+    GenerationConfig,
+    ModelConfig,
+)
+from pipelines.core.gpu_share import GpuAsk, share_gpus
 
 
 class _Config(BaseModel):
@@ -41,7 +49,8 @@ class DeploymentConfig(_Config):
     """CPUs per replica."""
 
     num_gpus: float | None = Field(default=None, ge=0, le=8)
-    """GPUs per replica; None asks for one when the cluster has GPUs (model deployments)."""
+    """GPUs per replica; None (model deployments): one when the cluster's GPUs hold the
+    encoder's and the LM's initial replicas, else a share of one (``ServeConfig.model_gpus``)."""
 
     max_batch_size: int = Field(default=4, ge=1, le=1024)
     """Largest ``@serve.batch`` batch (encoder and LM only)."""
@@ -55,8 +64,12 @@ class DeploymentConfig(_Config):
             raise ValueError(f"min_replicas={self.min_replicas} exceeds max_replicas")
         return self
 
-    def serve_options(self, gpus_available: bool) -> dict:
-        num_gpus = self.num_gpus if self.num_gpus is not None else (1.0 if gpus_available else 0.0)
+    def serve_options(self, gpus_available: bool, num_gpus: float | None = None) -> dict:
+        """Serve options; ``num_gpus`` (resolved by ``ServeConfig.model_gpus``) wins."""
+        if num_gpus is None:
+            num_gpus = self.num_gpus
+        if num_gpus is None:
+            num_gpus = 1.0 if gpus_available else 0.0
         return {
             "autoscaling_config": {
                 "min_replicas": self.min_replicas,
@@ -193,6 +206,19 @@ class ServeConfig(_Config):
     lm: DeploymentConfig = DeploymentConfig()
     """The language-model deployment."""
 
+    context: ContextConfig = ContextConfig()
+    """How a /v1/captions clip's speech (the request's subtitles, the video's own, or its
+    transcript) and the request's ``context`` text enter its prompt; a request's
+    ``context_source`` overrides ``source`` (see ``serve.context``)."""
+
+    asr: AsrConfig | None = None
+    """Speech recognition for /v1/captions: with it, a video without subtitles (``auto``)
+    or a request asking ``context_source=transcript`` is transcribed first and each clip
+    gets the segments it overlaps. None: no transcriber is deployed."""
+
+    transcriber: DeploymentConfig = DeploymentConfig()
+    """The speech-recognition deployment (only deployed when ``asr`` is set)."""
+
     @field_validator("decode", mode="before")
     @classmethod
     def _online_decode_budget(cls, value):
@@ -204,6 +230,8 @@ class ServeConfig(_Config):
 
     @model_validator(mode="after")
     def _check(self) -> ServeConfig:
+        if self.context.source == "transcript" and self.asr is None:
+            raise ValueError("context.source='transcript' needs asr (a Whisper checkpoint)")
         if self.decode.timeout_s >= self.request_timeout_s:
             raise ValueError(
                 f"decode.timeout_s={self.decode.timeout_s} must be below "
@@ -224,6 +252,22 @@ class ServeConfig(_Config):
     @property
     def model_name(self) -> str:
         return self.served_model_name or self.model.model
+
+    def model_gpus(self, cluster_gpus: float) -> dict[str, float]:
+        """``num_gpus`` per replica of the ``encoder`` and ``lm`` deployments (and of the
+        transcriber, ``asr``, when speech recognition is on).
+
+        Whole GPUs when the cluster's hold both deployments' initial replicas; else they
+        share, the LM with the larger part (``pipelines.core.gpu_share``): on a one-GPU
+        machine a whole GPU each would leave the second deployment pending forever.
+        """
+        asks = {
+            name: GpuAsk(max(1, d.min_replicas), d.num_gpus)
+            for name, d in (("encoder", self.encoder), ("lm", self.lm))
+        }
+        if self.asr is not None:  # the transcriber shares too (gpu_share weighs it as "asr")
+            asks["asr"] = GpuAsk(max(1, self.transcriber.min_replicas), self.transcriber.num_gpus)
+        return share_gpus(asks, cluster_gpus)
 
     @property
     def inflight_limit(self) -> int:

@@ -8,6 +8,7 @@ give the same text online and offline.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import io
 import os
 import tempfile
@@ -18,13 +19,32 @@ from collections.abc import AsyncIterator, Iterator
 import numpy as np
 from ray import serve
 
-from pipelines.core.config import DecodeConfig, GenerationConfig, ModelConfig, PoolConfig
+from pipelines.core.config import (
+    AsrConfig,
+    ContextConfig,
+    DecodeConfig,
+    GenerationConfig,
+    ModelConfig,
+    PoolConfig,
+)
 from pipelines.core.errors import ErrorCode, StageError
-from pipelines.core.records import Ask, Caption, Clip, ClipRef, EncodedClip, FailedClip, VideoTask
+from pipelines.core.records import (
+    Ask,
+    AudioChunk,
+    Caption,
+    Clip,
+    ClipRef,
+    EncodedClip,
+    FailedClip,
+    VideoTask,
+)
+from pipelines.stages.audio import TRANSCRIBED, AudioStage
 from pipelines.stages.decode import DecodeStage
 from pipelines.stages.encode import EncodeStage
 from pipelines.stages.generate import GenerateStage
 from serve.config import DeploymentConfig, RequestLimits
+from serve.context import SOURCES, RequestText
+from serve.speech import AudioEnd
 
 
 class _Stopped(Exception):
@@ -35,7 +55,14 @@ class _Stopped(Exception):
 class Decoder:
     """Media bytes -> clips, on CPU, with the decode stage's limits, one clip at a time."""
 
-    def __init__(self, captions: DecodeConfig, chat: DecodeConfig, limits: RequestLimits) -> None:
+    def __init__(
+        self,
+        captions: DecodeConfig,
+        chat: DecodeConfig,
+        limits: RequestLimits,
+        context: ContextConfig | None = None,
+        asr: AsrConfig | None = None,
+    ) -> None:
         # No hard watchdog online: its os._exit would end a replica serving other requests;
         # the decode budget (below the request timeout) bounds each request instead.
         self.stages = {
@@ -43,22 +70,62 @@ class Decoder:
             "chat": DecodeStage(chat, exit_on_hang=False),
         }
         self.limits = limits
+        self.context = context or ContextConfig(source="none")
+        self.asr = asr
+        # A captions request picks its context source: one decode stage per source (they
+        # hold only settings), so its clips get their speech by the offline code path.
+        self.by_source = {
+            s: DecodeStage(
+                captions,
+                exit_on_hang=False,
+                context=self.context.model_copy(update={"source": s}),
+            )
+            for s in SOURCES
+        }
 
     def _iter(
-        self, media: bytes, mode: str, video_id: str, prompt: str, source: str
+        self,
+        media: bytes,
+        mode: str,
+        video_id: str,
+        prompt: str,
+        source: str,
+        text: RequestText | None = None,
     ) -> Iterator[Clip | FailedClip]:
         if mode == "image":
             yield self._image(media, video_id, prompt, source)
             return
-        fd, path = tempfile.mkstemp(prefix="vidcap-", suffix=".media")
-        try:
-            with os.fdopen(fd, "wb") as f:
-                f.write(media)
+        with _media_files(media, text) as (path, subtitles):
             task = VideoTask.with_prompt(video_id, path, prompt)
-            for item in self.stages[mode].iter_outputs(task):
+            stage = self.stages[mode]
+            if mode == "captions" and text is not None:
+                task = _with_text(task, subtitles, text)
+                stage = self.by_source[text.source]
+            for item in stage.iter_outputs(task):
                 yield self._named(item, path, source)
-        finally:
-            os.unlink(path)
+
+    def _audio_iter(
+        self, media: bytes, video_id: str, text: RequestText
+    ) -> Iterator[AudioChunk | AudioEnd]:
+        if self.asr is None:
+            off = StageError(ErrorCode.INVALID_REQUEST, "speech recognition is off", "audio")
+            yield AudioEnd("error", off)
+            return
+        decode = self.stages["captions"].config
+        context = self.context.model_copy(update={"source": text.source})
+        stage = AudioStage(decode, self.asr, context)
+        status, error = TRANSCRIBED, None
+        with _media_files(media, text) as (path, subtitles):
+            task = _with_text(VideoTask.with_prompt(video_id, path, ""), subtitles, text)
+            for piece in stage.iter_outputs(task):
+                if piece.chunk is not None:
+                    yield piece.chunk
+                elif status == TRANSCRIBED:  # the first reason there is no (more) audio
+                    status, error = piece.status, piece.error
+                    if error is not None:
+                        message = error.message.replace(path, "the media")
+                        error = StageError(error.code, message, error.stage)
+        yield AudioEnd(status, error)
 
     @staticmethod
     def _named(item: Clip | FailedClip, path: str, source: str) -> Clip | FailedClip:
@@ -112,14 +179,21 @@ class Decoder:
         return Clip(ref, frames, 0.0)
 
     async def clips(
-        self, media: bytes, mode: str, video_id: str, prompt: str, source: str = ""
+        self,
+        media: bytes,
+        mode: str,
+        video_id: str,
+        prompt: str,
+        source: str = "",
+        text: RequestText | None = None,
     ) -> AsyncIterator[Clip | FailedClip]:
         """Stream the clips (or errors) of ``media``; ``mode`` is captions, chat or image.
+        ``text`` (captions): the request's subtitles, context, source and transcript.
 
         Clips leave one by one, so a request never holds a whole video's frames; when the
         caller stops reading (a limit hit, its client gone) decoding stops too.
         """
-        it = self._iter(media, mode, video_id, prompt, source or video_id)
+        it = self._iter(media, mode, video_id, prompt, source or video_id, text)
         step = None
         try:
             while True:
@@ -134,6 +208,60 @@ class Decoder:
                 step.add_done_callback(lambda _: it.close())
             else:
                 it.close()
+
+    async def audio(
+        self, media: bytes, video_id: str, text: RequestText
+    ) -> AsyncIterator[AudioChunk | AudioEnd]:
+        """Stream the 16 kHz windows of ``media``'s audio track, then one ``AudioEnd``.
+
+        ``auto`` yields no window for a video whose subtitles (the request's, a text stream
+        in the container) give cues: it needs no speech recognition. The loop is the one of
+        ``clips``: a window leaves as soon as it is decoded, decoding stops with the caller.
+        """
+        it = self._audio_iter(media, video_id, text)
+        step = None
+        try:
+            while True:
+                step = asyncio.get_running_loop().run_in_executor(None, next, it, None)
+                item = await step
+                if item is None:
+                    return
+                yield item
+        finally:
+            if step is not None and not step.done():
+                step.add_done_callback(lambda _: it.close())
+            else:
+                it.close()
+
+
+@contextlib.contextmanager
+def _media_files(media: bytes, text: RequestText | None) -> Iterator[tuple[str, str]]:
+    """(media path, subtitles path or '') of temp files holding a request's bytes, removed
+    afterwards: the offline stages read files, and so the request's uploads are files too."""
+    written: list[str] = []
+    try:
+        for data, suffix in ((media, ".media"), (text.subtitles if text else b"", ".subtitles")):
+            if suffix == ".subtitles" and not data:
+                break
+            fd, path = tempfile.mkstemp(prefix="vidcap-", suffix=suffix)
+            written.append(path)
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+        yield written[0], written[1] if len(written) > 1 else ""
+    finally:
+        for path in written:
+            os.unlink(path)
+
+
+def _with_text(task: VideoTask, subtitles: str, text: RequestText) -> VideoTask:
+    return VideoTask(
+        task.video_id,
+        task.source,
+        task.asks,
+        subtitles=subtitles,
+        context=text.context,
+        transcript=text.transcript,
+    )
 
 
 def _pool(cfg: DeploymentConfig, num_gpus: float) -> PoolConfig:
@@ -168,8 +296,9 @@ class LanguageModel:
         cfg: DeploymentConfig,
         num_gpus: float,
         generation: GenerationConfig,
+        context: ContextConfig | None = None,
     ) -> None:
-        self.stage = GenerateStage(model, _pool(cfg, num_gpus), generation)
+        self.stage = GenerateStage(model, _pool(cfg, num_gpus), generation, context)
         self.stage.setup()
         self.generate.set_max_batch_size(cfg.max_batch_size)
         self.generate.set_batch_wait_timeout_s(cfg.batch_wait_timeout_s)

@@ -36,6 +36,7 @@ STATUS: dict[ErrorCode, int] = {
     ErrorCode.MODEL_ERROR: 422,
     ErrorCode.OUT_OF_RANGE: 422,
     ErrorCode.NO_CAPTIONS: 422,
+    ErrorCode.NO_AUDIO_STREAM: 422,
     ErrorCode.RATE_LIMITED: 429,
     ErrorCode.FETCH_FAILED: 502,
     ErrorCode.WORKER_CRASH: 502,

@@ -42,6 +42,10 @@ class CaptionsRequest(_Lenient):
 
     url: str = Field(min_length=1, max_length=1024**2)
     prompt: str | None = Field(default=None, min_length=1)
+    # The video's text (serve.context): an SRT/WebVTT document, free text, the source.
+    subtitles: str | None = Field(default=None, max_length=16 * 1024**2)
+    context: str | None = None
+    context_source: Literal["none", "subtitles", "transcript", "auto"] | None = None
 
 
 class StreamOptions(_Lenient):

@@ -81,5 +81,15 @@ def format_summary(s: Summary) -> str:
             ("summaries done before", s.summaries_skipped_done),
             ("videos dataset", s.clips_path.rsplit("/", 1)[0] + "/videos"),
         ]
+    if s.transcripts:
+        t = s.transcripts
+        lines += [
+            ("videos transcribed", t["transcribed"]),
+            ("  with subtitles instead", t["with_subtitles"]),
+            *((f"  no transcript: {code}", n) for code, n in t["errors"].items()),
+            ("audio transcribed (s)", f"{t['audio_s']:.1f}"),
+            ("speech pass wall (s)", f"{t['wall_s']:.1f}"),
+            ("transcripts dataset", s.clips_path.rsplit("/", 1)[0] + "/transcripts"),
+        ]
     width = max(len(k) for k, _ in lines)
     return "\n".join(f"{k.ljust(width)}  {v}" for k, v in lines)

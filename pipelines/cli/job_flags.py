@@ -44,8 +44,14 @@ _PREFIXES = {
     "lm": "lm-",
     "summarize": "summary-",
     "summarize.model": "summary-",
+    "asr.model": "asr-",
+    "asr.pool": "asr-",
 }
-_ALIASES = {"encoder.batch_size": ("--encoder-batch",), "lm.batch_size": ("--lm-batch",)}
+_ALIASES = {
+    "encoder.batch_size": ("--encoder-batch",),
+    "lm.batch_size": ("--lm-batch",),
+    "asr.pool.batch_size": ("--asr-batch",),
+}
 # Giving one of these by flag unsets the other, whatever the file said.
 _EXCLUSIVE = (("decode.fps", "decode.num_frames"),)
 # A summary model named by flags runs where the captioning model runs unless told otherwise

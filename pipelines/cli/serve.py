@@ -48,6 +48,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
         # Like the offline job: a local Ray must fit every deployment's first replica, or
         # the endpoint would wait forever for CPUs (logical CPUs may exceed cores here).
         deployments = (config.ingress, config.decoder, config.encoder, config.lm)
+        if config.asr is not None:  # the speech-recognition deployment needs its CPUs too
+            deployments += (config.transcriber,)
         needed = sum(max(1, d.min_replicas) * d.num_cpus for d in deployments)
         ray.init(
             address="local",

@@ -33,8 +33,9 @@ class DecodeConfig(_Config):
     max_frames: int = Field(default=64, ge=1, le=1024)
     """Most frames per clip; bounds memory and visual tokens."""
 
-    frame_factor: int = Field(default=2, ge=1, le=16)
-    """Frame counts are rounded to a multiple of this (Qwen-VL groups 2 frames per patch)."""
+    frame_factor: int | None = Field(default=None, ge=1, le=16)
+    """Frame counts are rounded to a multiple of this; None takes the model family's (Qwen-VL
+    groups 2 frames per patch: 2; most others: 1)."""
 
     max_side_px: int = Field(default=448, ge=16, le=8192)
     """Frames are scaled in the decoder so their longer side is at most this many pixels."""
@@ -95,7 +96,7 @@ class DecodeConfig(_Config):
             raise ValueError(f"overlap_s={self.overlap_s} must be below clip_s={self.clip_s}")
         if self.min_clip_s > self.max_clip_s:
             raise ValueError(f"min_clip_s={self.min_clip_s} exceeds max_clip_s={self.max_clip_s}")
-        if self.max_frames < self.frame_factor:
+        if self.frame_factor is not None and self.max_frames < self.frame_factor:
             raise ValueError(
                 f"max_frames={self.max_frames} is below frame_factor={self.frame_factor}"
             )
@@ -139,6 +140,15 @@ class GenerationConfig(_Config):
     seed: int = Field(default=0, ge=0)
     """Seed for sampling when temperature > 0."""
 
+    kv_cache: Literal["dynamic", "static"] = "dynamic"
+    """``static``: the LM's KV cache is allocated once per batch at prompt + max_new_tokens,
+    so every decode step has the same shapes (what ``compile`` needs); same tokens."""
+
+    compile: bool = False
+    """Compile the LM's decode step (torch.compile; CUDA graphs on a GPU); implies a static
+    KV cache. The first batch of each shape pays the compile; later ones launch one graph
+    per token instead of hundreds of kernels."""
+
 
 class PoolConfig(_Config):
     """Size and batching of one model stage's actor pool."""
@@ -153,10 +163,16 @@ class PoolConfig(_Config):
     """Clips per forward call."""
 
     num_gpus: float | None = Field(default=None, ge=0, le=8)
-    """GPUs per actor; None asks for one GPU when the cluster has any, else none."""
+    """GPUs per actor; None: a whole GPU when the cluster's GPUs hold every pool's minimum
+    actors, else a share of one (the LM the larger part), none without GPUs."""
 
     num_cpus: float = Field(default=1.0, gt=0, le=256)
     """CPUs per actor."""
+
+    batch_tokens: int | None = Field(default=None, ge=1, le=100_000_000)
+    """Language model: token budget of one generate call, rows x (longest prompt +
+    max_new_tokens); the actor then takes 4 x batch_size rows at a time and cuts them into
+    calls of similar prompt lengths (fewer pad tokens). None: batch_size rows per call."""
 
     @model_validator(mode="after")
     def _check(self) -> PoolConfig:
@@ -213,6 +229,86 @@ class SummaryConfig(_Config):
         for name, text in (("prompt", self.prompt), ("part_prompt", self.part_prompt)):
             if "{lines}" not in text:
                 raise ValueError(f"summary {name} must contain {{lines}}")
+        return self
+
+
+# MIT licence, multilingual, timestamps; large-v3 quality with 4 decoder layers instead of
+# 32, so decoding (the ASR stage's cost) is several times faster. A GPU runs it well; on a
+# CPU a smaller checkpoint (openai/whisper-small, -base) is the practical choice.
+DEFAULT_ASR_MODEL = "openai/whisper-large-v3-turbo"
+
+
+class AsrConfig(_Config):
+    """Speech recognition: a Whisper checkpoint transcribes each video's audio track.
+
+    Audio is decoded on the CPU decode tasks (16 kHz mono) in windows of ``window_s``
+    that overlap by ``overlap_s``; an actor pool of its own runs the model. Transcripts
+    are written to ``transcripts/`` and become the clips' speech context when a video
+    has no subtitles.
+    """
+
+    model: ModelConfig = ModelConfig(model=DEFAULT_ASR_MODEL)
+    """Any transformers Whisper checkpoint (hub id or local folder)."""
+
+    pool: PoolConfig = PoolConfig(batch_size=8)
+    """Actor pool of the speech-recognition stage (``batch_size``: audio windows per call)."""
+
+    language: str | None = Field(default=None, min_length=2, max_length=16)
+    """Spoken language as Whisper names it (``en``, ``german``); None lets the model detect it."""
+
+    window_s: float = Field(default=30.0, ge=5.0, le=30.0)
+    """Audio per model call, seconds (Whisper's input is at most 30 s)."""
+
+    overlap_s: float = Field(default=5.0, ge=0.0, le=10.0)
+    """Seconds shared by consecutive windows; a segment belongs to the window that holds its
+    middle away from the overlap, so words cut at a window edge are kept once."""
+
+    max_new_tokens: int = Field(default=224, ge=1, le=440)
+    """Most tokens (text and timestamps) generated per window."""
+
+    @model_validator(mode="after")
+    def _check(self) -> AsrConfig:
+        if self.overlap_s * 2 >= self.window_s:
+            raise ValueError(f"overlap_s={self.overlap_s} must be below half of window_s")
+        return self
+
+
+DEFAULT_SPEECH_TEMPLATE = "Speech during this clip:\n{speech}"
+DEFAULT_VIDEO_TEMPLATE = "About this video: {context}"
+
+
+class ContextConfig(_Config):
+    """The text that comes with a video, in each clip's caption and question prompts.
+
+    ``speech`` is the clip's own subtitle cues or transcript segments (those overlapping its
+    time range); ``context`` is the manifest's free text for the video (a title, a
+    description). A prompt that holds ``{speech}`` or ``{context}`` gets them in place;
+    otherwise each non-empty one is added after the prompt through its template.
+    """
+
+    source: Literal["none", "subtitles", "transcript", "auto"] = "auto"
+    """Where a clip's speech comes from: ``subtitles`` (manifest ``subtitles`` file, else a
+    sidecar .srt/.vtt, else a text stream in the container), ``transcript`` (speech
+    recognition, needs ``--asr``), ``auto`` (subtitles when the video has them, else its
+    transcript when speech recognition is on), ``none``."""
+
+    speech_template: str = Field(default=DEFAULT_SPEECH_TEMPLATE, min_length=1, max_length=4096)
+    """Block added after the prompt when the clip has speech; must hold ``{speech}``."""
+
+    video_template: str = Field(default=DEFAULT_VIDEO_TEMPLATE, min_length=1, max_length=4096)
+    """Block added after the prompt when the video has manifest context; must hold
+    ``{context}``."""
+
+    max_tokens: int = Field(default=256, ge=0, le=32768)
+    """Token budget of the context (speech and manifest text together); text past it is cut
+    and the cut recorded in ``context_cut_tokens``. 0 gives no context at all."""
+
+    @model_validator(mode="after")
+    def _check(self) -> ContextConfig:
+        if "{speech}" not in self.speech_template:
+            raise ValueError("context speech_template must contain {speech}")
+        if "{context}" not in self.video_template:
+            raise ValueError("context video_template must contain {context}")
         return self
 
 
@@ -277,8 +373,16 @@ class JobConfig(_Config):
     summarize: SummaryConfig | None = None
     """Also write ``videos/``: one summary per video from its clip captions (None: off)."""
 
+    context: ContextConfig = ContextConfig()
+    """The video's text (subtitles, transcript, manifest context) in each clip's prompt."""
+
+    asr: AsrConfig | None = None
+    """Speech recognition (Whisper) as a third model stage; None: off."""
+
     @model_validator(mode="after")
     def _check(self) -> JobConfig:
+        if self.context.source == "transcript" and self.asr is None:
+            raise ValueError("context source 'transcript' needs speech recognition (--asr)")
         asks = self.prompts + self.questions
         if not asks:
             raise ValueError("give at least one prompt or question")

@@ -32,6 +32,7 @@ class ErrorCode(str, enum.Enum):
     INVALID_REQUEST = "invalid_request"  # an online request is malformed (no video, bad JSON)
     OUT_OF_RANGE = "out_of_range"  # a question's time range overlaps no clip of the video
     NO_CAPTIONS = "no_captions"  # a video summary has no clip caption to start from
+    NO_AUDIO_STREAM = "no_audio_stream"  # speech recognition asked of a video without audio
     # Online-only codes (serve/errors.py maps every code to its HTTP status).
     UNAUTHORIZED = "unauthorized"  # missing or wrong API key
     OVERLOADED = "overloaded"  # the endpoint is at capacity; retry after Retry-After

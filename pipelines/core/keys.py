@@ -140,9 +140,15 @@ def run_key(settings: dict) -> str:
     return _digest("run", settings)
 
 
-def work_key(video_key: str, asks: Sequence[object]) -> str:
-    """``asks``: ``Ask`` objects or their ``to_dict()`` form (as parsed from a plan row)."""
-    return _digest("work", video_key, [a if isinstance(a, dict) else a.to_dict() for a in asks])
+def work_key(video_key: str, asks: Sequence[object], subtitles: str = "", context: str = "") -> str:
+    """``asks``: ``Ask`` objects or their ``to_dict()`` form (as parsed from a plan row).
+
+    The manifest's ``subtitles`` file and ``context`` text change the prompts, so they are
+    part of the work; without them the key is what it was before they existed."""
+    asks = [a if isinstance(a, dict) else a.to_dict() for a in asks]
+    if subtitles or context:
+        return _digest("work", video_key, asks, subtitles, context)
+    return _digest("work", video_key, asks)
 
 
 def row_key(video_key: str, clip_index: int, prompt_index: int, prompt: str, run: str) -> str:

@@ -29,7 +29,7 @@ from pipelines.core.errors import StageError
 from pipelines.core.keys import KeySet, row_key
 from pipelines.core.records import ROW_DEFAULTS, Ask, Caption, ClipRef, asks_from_json, error_fields
 
-SCHEMA_VERSION = "1.2"
+SCHEMA_VERSION = "1.3"
 
 # name, type, description: the README's schema table is generated from this list.
 COLUMNS: list[tuple[str, pa.DataType, str]] = [
@@ -52,6 +52,24 @@ COLUMNS: list[tuple[str, pa.DataType, str]] = [
     ("model_revision", pa.string(), "Hub revision asked for; empty for the default branch."),
     ("prompt_tokens", pa.int32(), "Tokens in the full prompt, visual placeholders included."),
     ("output_tokens", pa.int32(), "Tokens generated, end-of-sequence excluded."),
+    (
+        "context",
+        pa.string(),
+        "The video's text the prompt was given: manifest context, then the clip's speech "
+        "(after the token budget); empty when none.",
+    ),
+    (
+        "context_source",
+        pa.string(),
+        "Where the clip's context came from: `subtitles`, `transcript`, `manifest` "
+        "(comma-joined); empty when none.",
+    ),
+    ("context_tokens", pa.int32(), "Tokens of `context` in the prompt."),
+    (
+        "context_cut_tokens",
+        pa.int32(),
+        "Context tokens dropped to fit the budget (`--context-max-tokens`); 0 when none.",
+    ),
     ("decode_s", pa.float64(), "Seconds spent decoding and sampling this clip."),
     ("encode_s", pa.float64(), "Vision-encoder seconds for this clip (batch time / batch size)."),
     ("generate_s", pa.float64(), "Language-model seconds for this clip (batch time / batch size)."),
@@ -140,6 +158,9 @@ class Summary:
     """``--summarize``: summary rows written with an error (e.g. no caption to start from)."""
     summaries_skipped_done: int = 0
     """``--summarize``: videos whose summary an earlier run had committed."""
+    transcripts: dict[str, Any] = field(default_factory=dict)
+    """``--asr``: the speech-recognition pass of this run (videos transcribed, with
+    subtitles, errors by code, audio seconds, wall seconds); empty when it did not run."""
     clips_path: str = ""
 
 
@@ -390,5 +411,8 @@ def result_row(
             prompt_tokens=result.prompt_tokens,
             output_tokens=result.output_tokens,
             generate_s=result.generate_s,
+            context=result.context,
+            context_tokens=result.context_tokens,
+            context_cut_tokens=result.context_cut_tokens,
         )
     return {name: row[name] for name, _, _ in COLUMNS}

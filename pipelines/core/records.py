@@ -87,6 +87,12 @@ class VideoTask:
     asks: tuple[Ask, ...]
     video_key: str = ""
     """Identity of the work item (see pipelines.core.keys); empty when not computed."""
+    subtitles: str = ""
+    """A subtitle file (.srt/.vtt path or URI) for this video, from the manifest."""
+    context: str = ""
+    """Free text that comes with the video (a title, a description), from the manifest."""
+    transcript: str = ""
+    """Speech-recognition segments (``segments_to_json``), when the ASR pass ran."""
 
     @classmethod
     def with_prompt(cls, video_id: str, source: str, prompt: str) -> VideoTask:
@@ -98,6 +104,9 @@ class VideoTask:
             "source": self.source,
             "asks": asks_to_json(self.asks),
             "video_key": self.video_key,
+            "subtitles": self.subtitles,
+            "context": self.context,
+            "transcript": self.transcript,
         }
 
     @classmethod
@@ -107,6 +116,9 @@ class VideoTask:
             str(row["source"]),
             asks_from_json(str(row["asks"])),
             str(row.get("video_key", "")),
+            str(row.get("subtitles") or ""),
+            str(row.get("context") or ""),
+            str(row.get("transcript") or ""),
         )
 
 
@@ -134,6 +146,13 @@ class ClipRef:
     """On the final clip: how many output rows the whole video makes (sum of its asks)."""
     attempt: int = 0
     """Decode attempt that made this clip; a later attempt's rows replace an earlier one's."""
+    speech: str = ""
+    """The clip's own speech: subtitle cues or transcript segments overlapping its range."""
+    video_context: str = ""
+    """The video's free-text context (manifest ``context``)."""
+    context_source: str = ""
+    """Where ``speech``/``context`` came from: ``subtitles``, ``transcript``, ``manifest``
+    (comma-joined when several); empty when the clip has none."""
 
     @property
     def ask(self) -> Ask:
@@ -177,6 +196,9 @@ class ClipRef:
             "last": self.last,
             "video_rows": self.video_rows,
             "attempt": self.attempt,
+            "speech": self.speech,
+            "video_context": self.video_context,
+            "context_source": self.context_source,
         }
 
     @classmethod
@@ -194,7 +216,60 @@ class ClipRef:
             last=bool(row.get("last", False)),
             video_rows=int(row.get("video_rows", 0)),
             attempt=int(row.get("attempt", 0)),
+            speech=str(row.get("speech") or ""),
+            video_context=str(row.get("video_context") or ""),
+            context_source=str(row.get("context_source") or ""),
         )
+
+
+@dataclass(frozen=True)
+class AudioChunk:
+    """One window of a video's audio track for the speech-recognition stage.
+
+    ``samples`` are 16 kHz mono float32. Windows overlap; a segment is kept by the window
+    whose ``own_start_s..own_end_s`` holds the segment's middle, so each is kept once.
+    Times are seconds on the decoder's clock (from the video stream's first frame).
+    """
+
+    video_key: str
+    index: int
+    start_s: float
+    end_s: float
+    own_start_s: float
+    own_end_s: float
+    samples: np.ndarray = field(repr=False)
+
+
+@dataclass(frozen=True)
+class Segment:
+    """A stretch of recognized speech, in seconds on the decoder's clock."""
+
+    start_s: float
+    end_s: float
+    text: str
+
+
+@dataclass(frozen=True)
+class ChunkTranscript:
+    """The speech-recognition stage's result for one ``AudioChunk``: the segments the chunk
+    owns (absolute times), the generated token ids and the language."""
+
+    video_key: str
+    index: int
+    segments: tuple[Segment, ...]
+    token_ids: tuple[int, ...]
+    language: str = ""
+    asr_s: float = 0.0
+
+
+def segments_to_json(segments: Sequence[Segment]) -> str:
+    return json.dumps([[round(s.start_s, 3), round(s.end_s, 3), s.text] for s in segments])
+
+
+def segments_from_json(text: str) -> tuple[Segment, ...]:
+    if not text:
+        return ()
+    return tuple(Segment(float(a), float(b), str(t)) for a, b, t in json.loads(text))
 
 
 @dataclass(frozen=True)
@@ -233,6 +308,12 @@ class Caption:
     prompt_tokens: int
     output_tokens: int
     generate_s: float = 0.0
+    context: str = ""
+    """The video's text the prompt was given (speech and manifest context, after the cut)."""
+    context_tokens: int = 0
+    """Tokens of ``context`` (as the LM's tokenizer counts them)."""
+    context_cut_tokens: int = 0
+    """Tokens of context dropped to fit ``ContextConfig.max_tokens``."""
 
 
 # Columns every row has from the decode stage on; their defaults fill error rows.
@@ -243,6 +324,9 @@ ROW_DEFAULTS: dict[str, Any] = {
     "text": "",
     "prompt_tokens": 0,
     "output_tokens": 0,
+    "context": "",
+    "context_tokens": 0,
+    "context_cut_tokens": 0,
     "error_code": "",
     "error_message": "",
     "error_stage": "",

@@ -97,7 +97,7 @@ def scene_windows(
 def num_samples(clip_len_s: float, cfg: DecodeConfig) -> int:
     """How many frames a clip of this length gets (see the module rules)."""
     lowest, highest = _valid_counts(cfg)
-    factor = cfg.frame_factor
+    factor = cfg.frame_factor or 1  # None (the family's) is resolved before decoding
     if cfg.num_frames is not None:
         wanted = round(cfg.num_frames / factor) * factor
         return min(max(wanted, lowest), highest)
@@ -108,12 +108,13 @@ def num_samples(clip_len_s: float, cfg: DecodeConfig) -> int:
 def valid_count_at_least(n: int, cfg: DecodeConfig) -> int:
     """The smallest valid frame count that holds ``n`` frames (capped at the largest valid one)."""
     lowest, highest = _valid_counts(cfg)
-    return min(max(math.ceil(n / cfg.frame_factor) * cfg.frame_factor, lowest), highest)
+    factor = cfg.frame_factor or 1
+    return min(max(math.ceil(n / factor) * factor, lowest), highest)
 
 
 def _valid_counts(cfg: DecodeConfig) -> tuple[int, int]:
     """Smallest and largest multiple of ``frame_factor`` inside ``[min_frames, max_frames]``."""
-    factor = cfg.frame_factor
+    factor = cfg.frame_factor or 1  # None (the family's) is resolved before decoding
     lowest = math.ceil(cfg.min_frames / factor) * factor
     highest = (cfg.max_frames // factor) * factor
     if lowest > highest:

@@ -85,17 +85,31 @@ def read_sidecar(video_path: str, filesystem: pafs.FileSystem | None = None) -> 
         return []
     stem = os.path.splitext(fs_path)[0]
     for suffix in SIDECAR_SUFFIXES:
-        try:
-            info = fs.get_file_info(stem + suffix)
-            if info.type != pafs.FileType.File or (info.size or 0) > MAX_SUBTITLE_BYTES:
-                continue
-            with fs.open_input_stream(stem + suffix) as f:
-                data = f.read(MAX_SUBTITLE_BYTES + 1)
-        except OSError:
-            continue
-        if cues := parse_subtitles(decode_text(data)):
+        if cues := _read_cues(fs, stem + suffix):
             return cues
     return []
+
+
+def read_subtitle_file(path: str, filesystem: pafs.FileSystem | None = None) -> list[Cue]:
+    """Cues of one ``.srt``/``.vtt`` file named by path or URI (a manifest's ``subtitles``);
+    [] when it is missing, too large or holds no cue."""
+    try:
+        fs, fs_path = resolve(path, filesystem)
+    except MediaError:
+        return []
+    return _read_cues(fs, fs_path)
+
+
+def _read_cues(fs: pafs.FileSystem, fs_path: str) -> list[Cue]:
+    try:
+        info = fs.get_file_info(fs_path)
+        if info.type != pafs.FileType.File or (info.size or 0) > MAX_SUBTITLE_BYTES:
+            return []
+        with fs.open_input_stream(fs_path) as f:
+            data = f.read(MAX_SUBTITLE_BYTES + 1)
+    except OSError:
+        return []
+    return parse_subtitles(decode_text(data))
 
 
 def decode_text(data: bytes) -> str:

@@ -17,7 +17,8 @@ from typing import Any
 from pipelines.models.base import VideoLMFamily
 
 _REGISTRY: dict[str, type[VideoLMFamily]] = {}
-_NOT_FAMILIES = {"base", "chat", "placeholder", "text_lm", "tiny"}  # shared, not families
+# Shared modules and models that are not video-LM families.
+_NOT_FAMILIES = {"base", "chat", "hints", "placeholder", "text_lm", "tiny", "whisper"}
 # Defined on the family's own class: a subclass of another family is another model, with
 # its own README row. (``build_tiny`` may be inherited when class attributes steer it; a
 # test builds every tiny model and checks that its config names that family.)

@@ -112,13 +112,26 @@ def decoding_kwargs(settings: GenerationConfig) -> dict:
     sampling = settings.temperature > 0
     if sampling:
         torch.manual_seed(settings.seed)
-    return {
+    kwargs: dict = {
         "max_new_tokens": settings.max_new_tokens,
         "do_sample": sampling,
         "temperature": settings.temperature if sampling else None,
         "top_p": settings.top_p if sampling else None,
         "top_k": None,
     }
+    if settings.kv_cache == "static" or settings.compile:  # compiling needs fixed shapes
+        kwargs["cache_implementation"] = "static"
+        # transformers compiles a static-cache generate on CUDA by itself: only when asked.
+        kwargs["disable_compile"] = not settings.compile
+    if settings.compile:
+        from transformers import CompileConfig
+
+        # reduce-overhead = CUDA graphs: one launch per decode step. Shapes vary with
+        # batch and prompt length, so dynamic=None lets dynamo mark what changes.
+        config = CompileConfig(mode="reduce-overhead" if torch.cuda.is_available() else "default")
+        config._compile_all_devices = True  # on CPU too (transformers' auto-compile is CUDA-only)
+        kwargs["compile_config"] = config
+    return kwargs
 
 
 def stop_ids(generation_config, *extra: int | None) -> set[int]:

@@ -38,8 +38,18 @@ VIDEO_EXTENSIONS = frozenset(
 MANIFEST_EXTENSIONS = frozenset({".parquet", ".jsonl", ".csv"})
 GLOB_CHARS = frozenset("*?[")
 # ``path`` is required; a row with ``prompt`` or ``question`` (optionally limited to
-# ``start_s``..``end_s``) adds that ask to its video.
-MANIFEST_COLUMNS = ("path", "video_id", "prompt", "question", "start_s", "end_s")
+# ``start_s``..``end_s``) adds that ask to its video; ``subtitles`` (a .srt/.vtt path or URI,
+# relative to the manifest like ``path``) and ``context`` (free text) go with the video.
+MANIFEST_COLUMNS = (
+    "path",
+    "video_id",
+    "prompt",
+    "question",
+    "start_s",
+    "end_s",
+    "subtitles",
+    "context",
+)
 _MANIFEST_TYPES = {
     "path": pa.string(),
     "video_id": pa.string(),
@@ -47,12 +57,28 @@ _MANIFEST_TYPES = {
     "question": pa.string(),
     "start_s": pa.float64(),
     "end_s": pa.float64(),
+    "subtitles": pa.string(),
+    "context": pa.string(),
 }
-PLAN_SCHEMA = pa.schema([("video_id", pa.string()), ("source", pa.string()), ("asks", pa.string())])
+PLAN_SCHEMA = pa.schema(
+    [
+        ("video_id", pa.string()),
+        ("source", pa.string()),
+        ("asks", pa.string()),
+        ("subtitles", pa.string()),
+        ("context", pa.string()),
+    ]
+)
 # Rows per chunk while reading: bounds the Python objects alive at once.
 CHUNK_ROWS = 65_536
 _ENTRY_SCHEMA = pa.schema(
-    [("source", pa.string()), ("video_id", pa.string()), ("ask", pa.string())]
+    [
+        ("source", pa.string()),
+        ("video_id", pa.string()),
+        ("ask", pa.string()),
+        ("subtitles", pa.string()),
+        ("context", pa.string()),
+    ]
 )
 
 
@@ -91,9 +117,12 @@ def _chunks(sources: Iterable[str]) -> Iterator[pa.RecordBatch]:
         yield _entry_batch(chunk)
 
 
-def _entry_batch(sources: list[str], ids=None, asks=None) -> pa.RecordBatch:
+def _entry_batch(
+    sources: list[str], ids=None, asks=None, subtitles=None, context=None
+) -> pa.RecordBatch:
     none = [None] * len(sources)
-    return pa.record_batch([sources, ids or none, asks or none], schema=_ENTRY_SCHEMA)
+    columns = [sources, ids or none, asks or none, subtitles or none, context or none]
+    return pa.record_batch(columns, schema=_ENTRY_SCHEMA)
 
 
 def _is_file(entry: str) -> bool:
@@ -190,26 +219,33 @@ def _read_manifest(manifest: str) -> Iterator[pa.RecordBatch]:
             for cols in _manifest_batches(manifest, f):
                 n = len(cols["path"])
                 video_ids = cols.get("video_id") or [None] * n
-                sources, ids, asks = [], [], []
+                subs = cols.get("subtitles") or [None] * n
+                contexts = cols.get("context") or [None] * n
+                sources, ids, asks, subtitles = [], [], [], []
                 for i in range(n):
                     path = cols["path"][i]
                     if not path:
                         raise InputError(f"manifest {manifest}: row {first + i} has an empty path")
-                    path = str(path)
-                    if not is_uri(path) and not posixpath.isabs(path):
-                        # Relative paths are relative to the manifest, so a manifest and its
-                        # videos can move together.
-                        path = posixpath.join(base, path)
-                        path = path if not is_uri(manifest) else _display(path, manifest)
-                    sources.append(path)
+                    sources.append(_beside(str(path), base, manifest))
+                    subtitles.append(_beside(str(subs[i]), base, manifest) if subs[i] else None)
                     vid = video_ids[i]
                     ids.append(str(vid) if vid not in (None, "") else None)
                     ask = _manifest_ask(manifest, first + i, cols, i)
                     asks.append(json.dumps(ask.to_dict()) if ask is not None else None)
                 first += n
-                yield _entry_batch(sources, ids, asks)
+                context = [str(c) if c not in (None, "") else None for c in contexts]
+                yield _entry_batch(sources, ids, asks, subtitles, context)
     except (OSError, pa.ArrowInvalid, UnicodeDecodeError) as exc:
         raise InputError(f"cannot read manifest {manifest}: {exc}") from exc
+
+
+def _beside(path: str, base: str, manifest: str) -> str:
+    """Relative paths are relative to the manifest, so a manifest and its videos (and
+    subtitle files) can move together."""
+    if is_uri(path) or posixpath.isabs(path):
+        return path
+    path = posixpath.join(base, path)
+    return path if not is_uri(manifest) else _display(path, manifest)
 
 
 def _manifest_ask(manifest: str, row: int, cols: dict[str, list], i: int) -> Ask | None:
@@ -260,7 +296,15 @@ def plan_inputs(entries: Iterable[str], asks: Sequence[Ask]) -> pa.Table:
     table = table.append_column("order", pa.array(np.arange(table.num_rows, dtype=np.int64)))
     grouped = (
         table.group_by("source", use_threads=False)
-        .aggregate([("order", "min"), ("video_id", "distinct"), ("ask", "list")])
+        .aggregate(
+            [
+                ("order", "min"),
+                ("video_id", "distinct"),
+                ("ask", "list"),
+                ("subtitles", "distinct"),
+                ("context", "distinct"),
+            ]
+        )
         .sort_by("order_min")
     )
     default_json = asks_to_json(asks)
@@ -270,6 +314,8 @@ def plan_inputs(entries: Iterable[str], asks: Sequence[Ask]) -> pa.Table:
         sources = part.column("source").to_pylist()
         ids = part.column("video_id_distinct").to_pylist()
         own = part.column("ask_list").to_pylist()
+        subs = part.column("subtitles_distinct").to_pylist()
+        texts = part.column("context_distinct").to_pylist()
         vids, asks_col = [], []
         for source, source_ids, source_asks in zip(sources, ids, own, strict=True):
             if len(source_ids) > 1:
@@ -286,10 +332,32 @@ def plan_inputs(entries: Iterable[str], asks: Sequence[Ask]) -> pa.Table:
             asks_col.append(
                 json.dumps([{**json.loads(a), "index": i} for i, a in enumerate(listed)])
             )
-        out.append(pa.table([vids, sources, asks_col], schema=PLAN_SCHEMA))
+        out.append(
+            pa.table(
+                [
+                    vids,
+                    sources,
+                    asks_col,
+                    _one(sources, subs, "subtitles files"),
+                    _one(sources, texts, "contexts"),
+                ],
+                schema=PLAN_SCHEMA,
+            )
+        )
     plan = pa.concat_tables(out)
     _refuse_duplicate_ids(plan)
     return plan
+
+
+def _one(sources: list[str], values: list[list], what: str) -> list[str]:
+    """A video's one value of a per-video manifest column ('' when none is given)."""
+    out = []
+    for source, distinct in zip(sources, values, strict=True):
+        given = [v for v in distinct if v is not None]
+        if len(given) > 1:
+            raise InputError(f"{source} has two {what}: {given[0]!r} and {given[1]!r}")
+        out.append(given[0] if given else "")
+    return out
 
 
 def _refuse_duplicate_ids(plan: pa.Table) -> None:
@@ -305,7 +373,14 @@ def _refuse_duplicate_ids(plan: pa.Table) -> None:
 def plan_tasks(plan: pa.Table) -> list[VideoTask]:
     """The plan as ``VideoTask`` objects: for small inputs (tests, benchmarks, one video)."""
     return [
-        VideoTask(r["video_id"], r["source"], asks_from_json(r["asks"])) for r in plan.to_pylist()
+        VideoTask(
+            r["video_id"],
+            r["source"],
+            asks_from_json(r["asks"]),
+            subtitles=r.get("subtitles") or "",
+            context=r.get("context") or "",
+        )
+        for r in plan.to_pylist()
     ]
 
 

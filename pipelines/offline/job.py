@@ -21,7 +21,7 @@ import pyarrow.compute as pc
 import ray
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
-from pipelines.core.config import JobConfig, PoolConfig
+from pipelines.core.config import JobConfig
 from pipelines.core.keys import as_fixed, duplicate_key, work_key
 from pipelines.core.output import (
     ShardWriter,
@@ -35,12 +35,14 @@ from pipelines.core.records import VideoTask
 from pipelines.models import resolve_family
 from pipelines.models.hints import check_sampling
 from pipelines.models.text_lm import load_summary_lm
+from pipelines.offline.asr_pass import transcribe_pass
 from pipelines.offline.cluster_check import check_workers_reach_out
 from pipelines.offline.inputs import default_asks, plan_inputs, tasks_to_arrow
 from pipelines.offline.ledger.attempts import AttemptLog
 from pipelines.offline.ledger.lease import Lease
 from pipelines.offline.ledger.resume import Journal, clear_scratch, journaled_keys, prepare_output
 from pipelines.offline.ledger.stall import RunMonitor, StallWatchdog
+from pipelines.offline.placement import job_pools, object_store_budget, place
 from pipelines.offline.ray_data import (
     KEY_BATCH_ROWS,
     UNIT_MAX_BYTES,
@@ -74,7 +76,7 @@ def init_ray(config: JobConfig) -> None:
     # A local Ray gets the machine's cores for decode tasks on top of what the model
     # actors hold: the actors mostly wait (for a GPU, or for decode) and must not starve
     # decode of its cores. Logical CPUs then exceed physical ones; the stages take turns.
-    actors = sum(p.min_actors * p.num_cpus for p in (config.encoder, config.lm))
+    actors = sum(p.min_actors * p.num_cpus for p in job_pools(config).values())
     ray.init(
         # "local" never attaches to a cluster found through RAY_ADDRESS: joining one is
         # what --address is for.
@@ -85,24 +87,27 @@ def init_ray(config: JobConfig) -> None:
     )
 
 
-def _gpus(pool: PoolConfig) -> PoolConfig:
-    if pool.num_gpus is not None:
-        return pool
-    has_gpu = ray.cluster_resources().get("GPU", 0) > 0
-    return pool.model_copy(update={"num_gpus": 1.0 if has_gpu else 0.0})
+def checked_config(config: JobConfig) -> JobConfig:
+    """The config the job runs: the model family's frame rules applied (an unset
+    ``frame_factor`` becomes the family's; settings the model cannot take are refused) and a
+    summary model that can chat. Everything here fails before Ray starts."""
+    family, model_type = resolve_family(config.model.model, config.model.revision)
+    decode = check_sampling(config.decode, family.hints, model_type)
+    if config.summarize is not None:
+        load_summary_lm(config.summarize.model or config.model)  # refuses non-chat models
+    return config.model_copy(update={"decode": decode})
 
 
 def plan_job(config: JobConfig) -> pa.Table:
-    """Everything that can fail because of what the user asked, before Ray starts."""
-    family, model_type = resolve_family(config.model.model, config.model.revision)
-    check_sampling(config.decode, family.hints, model_type)
-    if config.summarize is not None:
-        load_summary_lm(config.summarize.model or config.model)  # refuses non-chat models
+    """The inputs' plan, after the model checks of ``checked_config``."""
+    checked_config(config)
     return plan_inputs(config.inputs, default_asks(config.prompts, config.questions))
 
 
 def run_job(config: JobConfig, plan: pa.Table | list[VideoTask] | None = None) -> Summary:
-    plan = plan_job(config) if plan is None else plan
+    config = checked_config(config)
+    if plan is None:
+        plan = plan_inputs(config.inputs, default_asks(config.prompts, config.questions))
     if isinstance(plan, list):
         plan = tasks_to_arrow(plan)
     # Plan order, kept through the keyed dataset: first-seen wins among content duplicates.
@@ -117,7 +122,7 @@ def run_job(config: JobConfig, plan: pa.Table | list[VideoTask] | None = None) -
         journaled = journaled_keys(fs, out)
         init_ray(config)
         check_workers_reach_out(config.out)
-        with job_data_context():
+        with job_data_context(object_store_budget(config)):
             return _run(config, plan, fs, out, session, run, committed, journaled)
 
 
@@ -135,6 +140,7 @@ def _run(config: JobConfig, plan: pa.Table, fs, out, session, run, committed, jo
     )
     rework = 0
     retries = 0
+    transcripts: dict = {}
     if todo or missing:
         # On the driver's node: a worker node that leaves must not take the ledger with it.
         here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)
@@ -144,7 +150,12 @@ def _run(config: JobConfig, plan: pa.Table, fs, out, session, run, committed, jo
         unit = unit_videos(
             todo, todo_bytes, ray.cluster_resources().get("CPU", 1), UNIT_MAX_VIDEOS, UNIT_MAX_BYTES
         )
-        ds = _pipeline(config, keyed, patch, unit, AttemptLog(monitor), heartbeat, journal)
+        left = keyed.map_batches(
+            todo_rows, fn_kwargs={"patch": patch}, batch_size=None, batch_format="pyarrow"
+        )
+        if config.asr is not None and todo:
+            left, transcripts = transcribe_pass(config, left, unit, fs, out, session, monitor)
+        ds = _pipeline(config, keyed, left, patch, unit, AttemptLog(monitor), heartbeat, journal)
         if not todo:  # only missing files: no model actor needs to start
             ds = _missing(keyed, patch)
         revision = config.model.revision or ""
@@ -169,10 +180,12 @@ def _run(config: JobConfig, plan: pa.Table, fs, out, session, run, committed, jo
         skipped_done=inputs - todo - missing,
         retries=retries,
         rework=rework,
+        transcripts=transcripts,
     )
     clear_scratch(fs, out)
     if config.summarize is not None:
-        for name, value in run_summaries(config, _gpus(config.lm)).items():
+        summary_lm = place({"lm": config.lm}, config.decode_cpus)["lm"]  # alone: whole GPUs
+        for name, value in run_summaries(config, summary_lm).items():
             setattr(summary, name, value)
         write_summary(fs, out, summary)
     return summary
@@ -225,26 +238,27 @@ def _duplicate_patch(keyed: ray.data.Dataset, committed) -> dict[int, tuple[str,
     wanted = pa.array(sorted(dups), pa.int64())
     for part in keyed.iter_batches(batch_size=None, batch_format="pyarrow"):
         for r in part.filter(pc.is_in(part.column("order"), value_set=wanted)).to_pylist():
-            key = work_key(duplicate_key(r["input_key"], r["source"]), json.loads(r["asks"]))
+            raw = duplicate_key(r["input_key"], r["source"])
+            key = work_key(raw, json.loads(r["asks"]), r["subtitles"] or "", r["context"] or "")
             done = bool(committed.contains(as_fixed(pa.array([key])))[0])
             patch[r["order"]] = (key, done)
     return patch
 
 
-def _pipeline(config: JobConfig, keyed, patch, unit, attempts, heartbeat, journal):
-    encoder_pool, lm_pool = _gpus(config.encoder), _gpus(config.lm)
+def _pipeline(config: JobConfig, keyed, left, patch, unit, attempts, heartbeat, journal):
+    # Fails fast (exit 2) when the cluster cannot hold the pools and a decode task.
+    placed = place(job_pools(config), config.decode_cpus)
+    encoder_pool, lm_pool = placed["encoder"], placed["lm"]
     decode = DecodeStage(
         config.decode,
         num_cpus=config.decode_cpus,
         attempts=attempts,
         max_attempts=config.max_attempts,
+        context=config.context,
     )
     encode = EncodeStage(config.model, encoder_pool)
-    generate = GenerateStage(config.model, lm_pool, config.generation)
+    generate = GenerateStage(config.model, lm_pool, config.generation, config.context)
 
-    left = keyed.map_batches(
-        todo_rows, fn_kwargs={"patch": patch}, batch_size=None, batch_format="pyarrow"
-    )
     ds = apply_fan_out(
         left, decode, unit_size=unit, max_retries=config.max_attempts, heartbeat=heartbeat
     )

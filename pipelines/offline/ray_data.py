@@ -22,6 +22,14 @@ The Ray Data settings the job relies on, in one place (figures: bench/README.md,
 - Model stages: ``batch_size`` rows per call, an ``ActorPoolStrategy`` of the pool's size;
   the resources of decode are given as a function so that Ray Data never fuses decode
   into the model actors (see ``apply_fan_out``).
+- Object-store budget (``DataContext.execution_options.resource_limits``): Ray Data's
+  default is half the object store, so on a real node every decoded clip of a corpus fits
+  and decode races ahead of the slow LM: the peak grew with the corpus (9.4x for 10x the
+  clips, bench/README.md "hand-off"). The job sets the budget from what its pools hold at
+  once (``placement.object_store_budget``: a few batches of every pool, at the largest
+  clip the decode settings allow), so Ray Data's backpressure pauses decode and encode
+  while clips wait for the LM. It bounds, never blocks: Ray Data always lets each stage
+  run one task.
 - The driver iterates with ``prefetch_batches=0``: rows waiting at the driver are rework
   if it dies, and writing is cheap.
 - Heartbeats to the run monitor: at most one per ``HEARTBEAT_EVERY_S`` per worker and stage.
@@ -54,6 +62,7 @@ from pipelines.core.records import (
     row_error,
 )
 from pipelines.core.stage import FanOutStage, MapStage
+from pipelines.offline.transcripts import chunk_from_row, transcript_update, wants_asr
 
 KEY_BATCH_ROWS = 4096
 UNIT_MAX_VIDEOS = 32
@@ -63,15 +72,19 @@ HEARTBEAT_EVERY_S = 1.0
 
 
 @contextlib.contextmanager
-def job_data_context() -> Iterator[None]:
+def job_data_context(object_store_bytes: float | None = None) -> Iterator[None]:
     """The job's Ray Data settings while its datasets run (see the module docstring)."""
     ctx = ray.data.DataContext.get_current()
     before = ctx.target_max_block_size
+    limits = ctx.execution_options.resource_limits
     ctx.target_max_block_size = MAX_BLOCK_BYTES
+    if object_store_bytes is not None:
+        ctx.execution_options.resource_limits = limits.copy(object_store_memory=object_store_bytes)
     try:
         yield
     finally:
         ctx.target_max_block_size = before
+        ctx.execution_options.resource_limits = limits
 
 
 def batch_to_rows(batch: Mapping[str, np.ndarray]) -> list[dict[str, Any]]:
@@ -115,14 +128,19 @@ def _caption_update(out: Caption) -> dict[str, Any]:
         "prompt_tokens": out.prompt_tokens,
         "output_tokens": out.output_tokens,
         "generate_s": out.generate_s,
+        "context": out.context,
+        "context_tokens": out.context_tokens,
+        "context_cut_tokens": out.context_cut_tokens,
     }
 
 
 # stage name -> (row -> input record, output record -> row update, consumed column, produced
-# column defaults for rows that skip the stage)
-CODECS: dict[str, tuple[Callable, Callable, str | None, dict[str, Any]]] = {
-    "encode": (_clip_from_row, _encoded_update, "frames", {"encoded": b""}),
-    "generate": (_encoded_from_row, _caption_update, "encoded", {}),
+# column defaults for rows that skip the stage, which rows the stage takes: None for all
+# rows without an error)
+CODECS: dict[str, tuple[Callable, Callable, str | None, dict[str, Any], Callable | None]] = {
+    "encode": (_clip_from_row, _encoded_update, "frames", {"encoded": b""}, None),
+    "generate": (_encoded_from_row, _caption_update, "encoded", {}, None),
+    "transcribe": (chunk_from_row, transcript_update, "samples", {}, wants_asr),
 }
 
 
@@ -144,10 +162,10 @@ def map_rows(stage: MapStage, rows: list[dict[str, Any]]) -> list[dict[str, Any]
 
     The language-model stage first fans each clip out to one row per ask.
     """
-    from_row, update, consumed, defaults = CODECS[stage.name]
+    from_row, update, consumed, defaults, wants = CODECS[stage.name]
     if stage.name == "generate":
         rows = expand_asks(rows)
-    todo = [i for i, r in enumerate(rows) if row_error(r) is None]
+    todo = [i for i, r in enumerate(rows) if row_error(r) is None and (wants is None or wants(r))]
     results = stage([from_row(rows[i]) for i in todo]) if todo else []
     out = [{**r, **defaults} for r in rows]
     for i, res in zip(todo, results, strict=True):
@@ -169,8 +187,11 @@ def fan_out_rows(stage: FanOutStage, task: VideoTask) -> Iterator[dict[str, Any]
 class _FanOutFn:
     """Decode runs as plain tasks: no state worth an actor."""
 
-    def __init__(self, stage: FanOutStage, heartbeat: Heartbeat | None = None) -> None:
+    def __init__(
+        self, stage: FanOutStage, heartbeat: Heartbeat | None = None, to_rows: Callable = None
+    ) -> None:
         self.stage, self.heartbeat = stage, heartbeat
+        self.to_rows = to_rows or fan_out_rows
 
     def __call__(self, batch: dict[str, np.ndarray]) -> Iterator[dict[str, np.ndarray]]:
         # One work unit per call. One clip per yielded batch keeps a long video streaming
@@ -179,7 +200,7 @@ class _FanOutFn:
         tasks = [VideoTask.from_row(row) for row in batch_to_rows(batch)]
         self.stage.begin_unit(tasks)
         for task in tasks:
-            for out in fan_out_rows(self.stage, task):
+            for out in self.to_rows(self.stage, task):
                 if self.heartbeat is not None:
                     self.heartbeat(self.stage.name)
                 yield rows_to_batch([out])
@@ -235,12 +256,13 @@ def apply_fan_out(
     unit_size: int = 1,
     max_retries: int = 3,
     heartbeat: Heartbeat | None = None,
+    to_rows: Callable[[FanOutStage, VideoTask], Iterator[dict[str, Any]]] | None = None,
 ) -> ray.data.Dataset:
     # Retries after a worker death let the attempt log quarantine a poison input on its
     # last try instead of failing the job.
     args = {**stage.resources.ray_args(), "max_retries": max_retries}
     return ds.repartition(target_num_rows_per_block=unit_size).map_batches(
-        _FanOutFn(stage, heartbeat),
+        _FanOutFn(stage, heartbeat, to_rows),
         batch_size=unit_size,  # one block = one work unit = one task
         batch_format="numpy",
         # Passing the resources as a function stops Ray Data from fusing decode into the

@@ -18,6 +18,7 @@ from collections.abc import Mapping
 from typing import Any
 
 import pyarrow as pa
+import pyarrow.dataset as pads
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 import ray.data
@@ -26,6 +27,8 @@ from pipelines.core.config import JobConfig
 from pipelines.core.errors import ErrorCode, StageError
 from pipelines.core.output import committed_keys, committed_shards, write_atomic, write_shard
 from pipelines.core.paths import filesystem_for
+from pipelines.core.records import Segment, segments_to_json
+from pipelines.offline.transcripts import committed_transcripts
 from pipelines.stages.summarize import Line, SummarizeStage, VideoCaptions, VideoSummary
 
 log = logging.getLogger(__name__)
@@ -140,12 +143,36 @@ def _to_row(video: VideoCaptions, error: StageError | None = None) -> dict[str, 
         "captions": json.dumps(lines),
         "error_code": error.code.value if error else "",
         "error_message": error.message if error else "",
+        "transcript": "",
     }
 
 
 def _from_row(row: Mapping[str, Any]) -> VideoCaptions:
     lines = tuple(Line(s, e, t) for s, e, t in json.loads(str(row["captions"])))
-    return VideoCaptions(str(row["video_id"]), str(row["source"]), str(row["video_key"]), lines)
+    return VideoCaptions(
+        str(row["video_id"]),
+        str(row["source"]),
+        str(row["video_key"]),
+        lines,
+        str(row.get("transcript") or ""),
+    )
+
+
+def _transcripts_of(fs: pafs.FileSystem, out: str, keys: list[str]) -> dict[str, str]:
+    """The committed transcripts (segments JSON) of these videos, when the ASR pass ran."""
+    shards = committed_transcripts(fs, out)
+    if not keys or not shards:
+        return {}
+    data = pads.dataset(shards, filesystem=fs, format="parquet")
+    found = data.to_table(
+        columns=["video_key", "segments"], filter=pads.field("video_key").isin(keys)
+    )
+    return {
+        key: segments_to_json([Segment(s["start_s"], s["end_s"], s["text"]) for s in segs or ()])
+        for key, segs in zip(
+            found.column("video_key").to_pylist(), found.column("segments").to_pylist(), strict=True
+        )
+    }
 
 
 def _videos_of_shard(batch: dict[str, Any], out_uri: str, done: set[str]) -> pa.Table:
@@ -154,7 +181,7 @@ def _videos_of_shard(batch: dict[str, Any], out_uri: str, done: set[str]) -> pa.
     The writer commits whole videos per shard, so a shard alone holds all of a video's
     captions: reading shard by shard keeps memory bounded and spreads over the cluster.
     """
-    fs, _ = filesystem_for(out_uri)
+    fs, out_path = filesystem_for(out_uri)
     rows = []
     for path in batch["shard"]:
         with fs.open_input_file(str(path)) as f:
@@ -163,7 +190,18 @@ def _videos_of_shard(batch: dict[str, Any], out_uri: str, done: set[str]) -> pa.
             video, error = item if isinstance(item, tuple) else (item, None)
             if video.video_key not in done:
                 rows.append(_to_row(video, error))
-    columns = ["video_id", "source", "video_key", "captions", "error_code", "error_message"]
+    transcripts = _transcripts_of(fs, out_path, [r["video_key"] for r in rows])
+    for r in rows:
+        r["transcript"] = transcripts.get(r["video_key"], "")
+    columns = [
+        "video_id",
+        "source",
+        "video_key",
+        "captions",
+        "error_code",
+        "error_message",
+        "transcript",
+    ]
     return pa.Table.from_pylist(rows, schema=pa.schema([(c, pa.string()) for c in columns]))
 
 

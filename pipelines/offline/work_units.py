@@ -37,6 +37,8 @@ KEYED_SCHEMA = pa.schema(
         ("size", pa.int64()),
         ("missing", pa.bool_()),
         ("done", pa.bool_()),
+        ("subtitles", pa.string()),  # manifest: the video's subtitle file, '' when none
+        ("context", pa.string()),  # manifest: the video's free-text context, '' when none
     ]
 )
 
@@ -61,8 +63,13 @@ class KeyStep:
     def __call__(self, batch: pa.Table) -> pa.Table:
         sources = batch.column("source").to_pylist()
         asks = batch.column("asks").to_pylist()
+        subtitles = batch.column("subtitles").to_pylist()
+        context = batch.column("context").to_pylist()
         raw = raw_keys(sources, self.mode)
-        keys = [work_key(k, json.loads(a)) for (k, _, _), a in zip(raw, asks, strict=True)]
+        keys = [
+            work_key(k, json.loads(a), s or "", c or "")
+            for (k, _, _), a, s, c in zip(raw, asks, subtitles, context, strict=True)
+        ]
         keys_arr = pa.array(keys, pa.string())
         done = _committed(self.committed).contains(as_fixed(keys_arr))
         return pa.table(
@@ -76,6 +83,8 @@ class KeyStep:
                 pa.array([s for _, _, s in raw], pa.int64()),
                 pa.array([m for _, m, _ in raw], pa.bool_()),
                 pa.array(done, pa.bool_()),
+                batch.column("subtitles"),
+                batch.column("context"),
             ],
             schema=KEYED_SCHEMA,
         )
@@ -99,7 +108,12 @@ def todo_rows(batch: pa.Table, patch: dict | None = None) -> pa.Table:
     """The videos left to decode: neither committed before nor certainly missing."""
     batch = patch_keys(batch, patch or {})
     keep = pc.and_(pc.invert(batch.column("done")), pc.invert(batch.column("missing")))
-    return batch.filter(keep).select(["video_id", "source", "asks", "video_key"])
+    return batch.filter(keep).select(TASK_COLUMNS)
+
+
+# The columns of a video task row (``VideoTask.to_row`` minus the transcript, which only
+# the speech-recognition pass adds).
+TASK_COLUMNS = ["video_id", "source", "asks", "video_key", "subtitles", "context"]
 
 
 def unit_videos(todo: int, todo_bytes: int, cpus: float, max_videos: int, max_bytes: int) -> int:

@@ -11,12 +11,13 @@ from dataclasses import replace
 
 import av
 
-from pipelines.core.config import DecodeConfig
+from pipelines.core.config import ContextConfig, DecodeConfig
 from pipelines.core.errors import ErrorCode, MediaError, StageError
 from pipelines.core.faults import UnitAttempt, UnitLedger, maybe_crash, quarantine_code
 from pipelines.core.records import Clip, ClipRef, FailedClip, VideoTask
 from pipelines.core.stage import FanOutStage, Resources
 from pipelines.media.decode import iter_clips
+from pipelines.stages.speech import VideoSpeech
 
 
 class DecodeStage(FanOutStage[VideoTask, Clip | FailedClip]):
@@ -29,8 +30,11 @@ class DecodeStage(FanOutStage[VideoTask, Clip | FailedClip]):
         attempts: UnitLedger | None = None,
         max_attempts: int = 3,
         exit_on_hang: bool = True,
+        context: ContextConfig | None = None,
     ) -> None:
         self.config = config
+        self.context = context or ContextConfig(source="none")
+        """Which text of the video each clip carries to the LM (see ``stages.context``)."""
         self._resources = Resources(num_cpus=num_cpus)
         self.attempts = attempts
         self.max_attempts = max_attempts
@@ -117,6 +121,7 @@ class DecodeStage(FanOutStage[VideoTask, Clip | FailedClip]):
         maybe_crash(item.source)
         produced = 0
         started = time.perf_counter()
+        speech = VideoSpeech.of(item, self.context, self.config)
         try:
             for decoded in iter_clips(item.source, self.config):
                 asks = tuple(a for a in item.asks if a.covers(decoded.start_s, decoded.end_s))
@@ -124,6 +129,7 @@ class DecodeStage(FanOutStage[VideoTask, Clip | FailedClip]):
                 if not asks:
                     started = time.perf_counter()
                     continue
+                clip_speech, context_source = speech.for_clip(decoded.start_s, decoded.end_s)
                 ref = ClipRef(
                     video_id=item.video_id,
                     source=item.source,
@@ -135,6 +141,9 @@ class DecodeStage(FanOutStage[VideoTask, Clip | FailedClip]):
                     partial=decoded.partial,
                     video_key=item.video_key,
                     attempt=attempt,
+                    speech=clip_speech,
+                    video_context=speech.context,
+                    context_source=context_source,
                 )
                 now = time.perf_counter()
                 yield Clip(ref, decoded.frames, decode_s=now - started)

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 from pipelines.core.config import GenerationConfig, ModelConfig, PoolConfig, SummaryConfig
 from pipelines.core.errors import ErrorCode, StageError
+from pipelines.core.records import segments_from_json
 from pipelines.media.subtitles import load_cues
 from pipelines.models.base import GenOutput
 from pipelines.models.text_lm import load_summary_lm
@@ -49,6 +50,8 @@ class VideoCaptions:
     source: str
     video_key: str
     captions: tuple[Line, ...]
+    transcript: str = ""
+    """Speech-recognition segments (JSON), used when the video has no subtitles."""
 
 
 @dataclass(frozen=True)
@@ -100,7 +103,9 @@ class SummarizeStage(ModelStage[VideoCaptions, VideoSummary]):
 
     def _summarize(self, video: VideoCaptions) -> VideoSummary | StageError:
         started = time.perf_counter()
-        cues = load_cues(video.source) if self.summary.transcript else []
+        cues: list = load_cues(video.source) if self.summary.transcript else []
+        if not cues and self.summary.transcript:
+            cues = list(segments_from_json(video.transcript))
         speech = [Line(c.start_s, c.end_s, c.text, speech=True) for c in cues if c.text]
         lines = sorted([*video.captions, *speech], key=lambda x: (x.start_s, x.speech))
         self._has_speech = bool(speech)

@@ -40,6 +40,8 @@ def run_settings(config: JobConfig) -> dict[str, Any]:
         "questions": config.questions,
         "decode": config.decode.model_dump(),
         "generation": config.generation.model_dump(),
+        "context": config.context.model_dump(),
+        "asr": config.asr.model_dump() if config.asr is not None else None,
     }
 
 

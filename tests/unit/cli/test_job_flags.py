@@ -62,6 +62,10 @@ def test_every_leaf_field_of_jobconfig_has_a_flag():
     assert len(leaf_paths(JobConfig)) > 50  # the walk did descend into every section
 
 
+# Optional sections of JobConfig, switched on by their own flag.
+OPTIONAL = ("summarize", "asr")
+
+
 def _candidates(annotation, default):
     return [c for c in _values(annotation, default) if c != default]
 
@@ -77,7 +81,8 @@ def _values(annotation, default):
     if annotation is float:
         base = default or 0.0
         return [base * 0.5, base + 0.5, 1.0, 0.5]
-    return ["{lines} flag value"]  # a summary prompt needs {lines}; any str field takes it
+    # Templates need their placeholder ({lines}, {speech}, {context}); a language is short.
+    return ["{lines} flag value", "{speech}{context}", "en"]
 
 
 @pytest.mark.parametrize(
@@ -87,7 +92,8 @@ def _values(annotation, default):
 )
 def test_each_flag_sets_its_own_field(path, annotation):
     action = actions_by_dest(caption_parser())[path]
-    base = ["v.mp4", "--out", "o"] + (["--summarize"] if path.startswith("summarize.") else [])
+    section = path.split(".")[0]
+    base = ["v.mp4", "--out", "o"] + ([f"--{section}"] if section in OPTIONAL else [])
     if path.endswith(".min_actors"):  # may not exceed max_actors, 1 by default
         base += [f"--{path.split('.')[0]}-max-actors", "64"]
     default = lookup(parse(*base).model_copy(), path) if "summarize.model." not in path else None
@@ -109,7 +115,7 @@ def test_each_flag_sets_its_own_field(path, annotation):
 
 def test_help_shows_the_defaults_jobconfig_really_applies():
     by_dest = actions_by_dest(caption_parser())
-    real = parse("v.mp4", "--out", "o", "--summarize")
+    real = parse("v.mp4", "--out", "o", *(f"--{s}" for s in OPTIONAL))
     for path, _ in leaf_paths(JobConfig):
         if path in HAND_NAMED or path == "out" or path.startswith("summarize.model."):
             continue

@@ -24,3 +24,12 @@ def test_readme_videos_table_matches_the_code():
     block = README.split("<!-- videos:begin")[1].split("-->", 1)[1].split("<!-- videos:end")[0]
     rows = [f"| `{n}` | `{t}` | {d} |" for n, t, d in VIDEO_COLUMNS]
     assert block.strip() == "\n".join(["| column | type | meaning |", "|---|---|---|", *rows])
+
+
+def test_readme_transcripts_table_matches_the_code():
+    from pipelines.offline.transcripts import TRANSCRIPT_COLUMNS
+
+    block = README.split("<!-- transcripts:begin")[1].split("-->", 1)[1]
+    block = block.split("<!-- transcripts:end")[0]
+    rows = [f"| `{n}` | `{t}` | {d} |" for n, t, d in TRANSCRIPT_COLUMNS]
+    assert block.strip() == "\n".join(["| column | type | meaning |", "|---|---|---|", *rows])

@@ -16,8 +16,9 @@ from pipelines.core.config import DecodeConfig
 from pipelines.core.errors import ErrorCode, MediaError
 from pipelines.media import decode, sampling, synth
 from pipelines.media import open as media_open
+from tests.unit.media.qwen_defaults import qwen_decode
 
-CFG = DecodeConfig(clip_s=10.0, fps=2.0)
+CFG = qwen_decode(clip_s=10.0, fps=2.0)
 
 
 def indices(clip: decode.DecodedClip) -> list[int]:
@@ -51,7 +52,7 @@ def test_25s_video_gives_three_clips_with_exact_bounds_counts_and_picks(cfr_25s)
 
 
 def test_picks_match_the_reference_nearest_rule(cfr_25s):
-    cfg = DecodeConfig(clip_s=7.0, fps=None, num_frames=6, min_frames=2)
+    cfg = qwen_decode(clip_s=7.0, fps=None, num_frames=6, min_frames=2)
     frame_ts = [i / 10 for i in range(250)]
     plans = sampling.plan_clips(25.0, cfg, 0.1)
     clips = list(decode.iter_clips(cfr_25s, cfg))
@@ -83,7 +84,7 @@ def test_time_origin_is_the_first_frame(media_dir):
     # MPEG-TS starts its clock at 1.4 s; times must still start from 0.
     path = media_dir / "offset.ts"
     synth.write_video(path, seconds=3, fps=10, container_format="mpegts")
-    clip = next(decode.iter_clips(str(path), DecodeConfig(clip_s=10.0, fps=2.0)))
+    clip = next(decode.iter_clips(str(path), qwen_decode(clip_s=10.0, fps=2.0)))
     assert indices(clip) == [2, 7, 12, 17, 22, 27]
     assert clip.frame_ts_s == pytest.approx([0.2, 0.7, 1.2, 1.7, 2.2, 2.7])
 
@@ -91,7 +92,7 @@ def test_time_origin_is_the_first_frame(media_dir):
 def test_unknown_duration_cuts_the_last_window_at_the_last_frame(media_dir):
     path = media_dir / "raw.h264"  # an elementary stream declares no duration (and 25 fps)
     synth.write_video(path, seconds=5, fps=25, container_format="h264")
-    clips = list(decode.iter_clips(str(path), DecodeConfig(clip_s=2.0, fps=2.0)))
+    clips = list(decode.iter_clips(str(path), qwen_decode(clip_s=2.0, fps=2.0)))
     assert decode.probe(str(path), CFG).duration_s is None
     assert [(c.start_s, round(c.end_s, 6), len(c.frame_ts_s), c.partial) for c in clips] == [
         (0.0, 2.0, 4, False),
@@ -110,14 +111,14 @@ def test_short_video_repeats_frames_to_reach_min_frames(media_dir):
 
 
 def test_frames_are_scaled_so_the_longer_side_fits(big_frame_mp4):
-    clip = next(decode.iter_clips(big_frame_mp4, DecodeConfig(max_side_px=64)))
+    clip = next(decode.iter_clips(big_frame_mp4, qwen_decode(max_side_px=64)))
     assert clip.frames.shape[1:] == (32, 64, 3)
     assert indices(clip) == [0, 1, 2, 3]
 
 
 def test_rotation_makes_frames_upright(rotated_mp4):
     assert decode.probe(rotated_mp4, CFG).rotation_deg == -90
-    cfg = DecodeConfig(fps=None, num_frames=2, min_frames=2)
+    cfg = qwen_decode(fps=None, num_frames=2, min_frames=2)
     clip = next(decode.iter_clips(rotated_mp4, cfg))
     assert clip.frames.shape == (2, 64, 32, 3)  # portrait
     # Stored frame 2 was turned clockwise; turning it back counter-clockwise restores it.
@@ -188,14 +189,14 @@ def test_open_failure_is_unreadable(cfr_25s):
 
 
 def test_limits(cfr_25s):
-    assert error_code(cfr_25s, DecodeConfig(max_file_bytes=100)) == ErrorCode.TOO_LARGE
-    assert error_code(cfr_25s, DecodeConfig(max_frame_pixels=64 * 48 - 1)) == ErrorCode.TOO_LARGE
-    assert error_code(cfr_25s, DecodeConfig(max_duration_s=24.0)) == ErrorCode.TOO_LONG
-    assert error_code(cfr_25s, DecodeConfig(timeout_s=1e-6)) == ErrorCode.DECODE_TIMEOUT
+    assert error_code(cfr_25s, qwen_decode(max_file_bytes=100)) == ErrorCode.TOO_LARGE
+    assert error_code(cfr_25s, qwen_decode(max_frame_pixels=64 * 48 - 1)) == ErrorCode.TOO_LARGE
+    assert error_code(cfr_25s, qwen_decode(max_duration_s=24.0)) == ErrorCode.TOO_LONG
+    assert error_code(cfr_25s, qwen_decode(timeout_s=1e-6)) == ErrorCode.DECODE_TIMEOUT
 
 
 def test_truncated_file_yields_what_it_can_and_marks_the_last_clip_partial(truncated_mkv):
-    clips = list(decode.iter_clips(truncated_mkv, DecodeConfig(clip_s=2.0, fps=2.0)))
+    clips = list(decode.iter_clips(truncated_mkv, qwen_decode(clip_s=2.0, fps=2.0)))
     assert len(clips) >= 2
     assert [c.partial for c in clips] == [False] * (len(clips) - 1) + [True]
     last = clips[-1]

@@ -8,6 +8,7 @@ import pytest
 from pipelines.core.config import DecodeConfig
 from pipelines.core.errors import ErrorCode, MediaError
 from pipelines.media import decode, frames, sampling, synth
+from tests.unit.media.qwen_defaults import qwen_decode
 
 GOP_2S = {"x264-params": "keyint=20:min-keyint=20:scenecut=0"}  # at 10 fps
 GOP_1S = {"x264-params": "keyint=10:min-keyint=10:scenecut=0"}
@@ -55,7 +56,7 @@ def run(path: str, cfg: DecodeConfig, log: list) -> tuple[list[decode.DecodedCli
 
 
 def test_far_targets_are_reached_by_seeking_with_identical_picks(gop2_60s, opened_log):
-    sparse = DecodeConfig(clip_s=20.0, fps=0.1, min_frames=2)  # targets 5 s, 15 s, 25 s, ...
+    sparse = qwen_decode(clip_s=20.0, fps=0.1, min_frames=2)  # targets 5 s, 15 s, 25 s, ...
     full = sparse.model_copy(update={"seek_min_gap_s": 86400.0, "nonref_margin_s": 0.0})
     clips, opened = run(gop2_60s, sparse, opened_log)
     full_clips, full_opened = run(gop2_60s, full, opened_log)
@@ -71,7 +72,7 @@ def test_far_targets_are_reached_by_seeking_with_identical_picks(gop2_60s, opene
 
 
 def test_nonref_skipping_keeps_every_pick_of_a_full_decode(cfr_25s, opened_log):
-    cfg = DecodeConfig(clip_s=10.0, fps=2.0)
+    cfg = qwen_decode(clip_s=10.0, fps=2.0)
     full = cfg.model_copy(update={"nonref_margin_s": 0.0})
     clips, opened = run(cfr_25s, cfg, opened_log)
     full_clips, full_opened = run(cfr_25s, full, opened_log)
@@ -82,7 +83,7 @@ def test_nonref_skipping_keeps_every_pick_of_a_full_decode(cfr_25s, opened_log):
 
 
 def test_offsets_are_pick_minus_target(cfr_25s):
-    clip = next(decode.iter_clips(cfr_25s, DecodeConfig()))
+    clip = next(decode.iter_clips(cfr_25s, qwen_decode()))
     # Targets at 0.25 + 0.5 j sit halfway between frames; the earlier one wins: -0.05 s.
     assert clip.frame_offset_s == pytest.approx([-0.05] * 20)
 
@@ -91,7 +92,7 @@ def test_offsets_are_pick_minus_target(cfr_25s):
 
 
 def test_keyframes_mode_picks_nearest_keyframe_and_reports_the_error(gop1_6s, opened_log):
-    cfg = DecodeConfig(clip_s=3.0, fps=2.0, decode_mode="keyframes")
+    cfg = qwen_decode(clip_s=3.0, fps=2.0, decode_mode="keyframes")
     clips, opened = run(gop1_6s, cfg, opened_log)
     # Keyframes at 0, 1, ..., 5 s. Targets 0.25, 0.75, ...: ties never occur, nearest wins.
     assert [indices(c) for c in clips] == [[0, 10, 10, 20, 20, 30], [30, 40, 40, 50, 50, 50]]
@@ -104,7 +105,7 @@ def test_keyframes_mode_picks_nearest_keyframe_and_reports_the_error(gop1_6s, op
 
 
 def test_fixed_windows_with_overlap(cfr_25s):
-    clips = list(decode.iter_clips(cfr_25s, DecodeConfig(clip_s=10.0, overlap_s=4.0)))
+    clips = list(decode.iter_clips(cfr_25s, qwen_decode(clip_s=10.0, overlap_s=4.0)))
     assert [(c.start_s, c.end_s, len(c.frame_ts_s)) for c in clips] == [
         (0.0, 10.0, 20),
         (6.0, 16.0, 20),
@@ -112,15 +113,15 @@ def test_fixed_windows_with_overlap(cfr_25s):
         (18.0, 25.0, 14),
     ]
     for clip in clips:
-        plan = sampling.plan_clip(0, clip.start_s, clip.end_s, DecodeConfig())
+        plan = sampling.plan_clip(0, clip.start_s, clip.end_s, qwen_decode())
         frame_ts = [i / 10 for i in range(250)]
         assert indices(clip) == sampling.nearest_indices(frame_ts, plan.target_ts_s)
 
 
 def test_none_is_one_clip_capped_at_max_frames(cfr_25s):
-    (clip,) = decode.iter_clips(cfr_25s, DecodeConfig(chunking="none"))
+    (clip,) = decode.iter_clips(cfr_25s, qwen_decode(chunking="none"))
     assert (clip.start_s, clip.end_s, len(clip.frame_ts_s)) == (0.0, 25.0, 50)
-    (capped,) = decode.iter_clips(cfr_25s, DecodeConfig(chunking="none", max_frames=16))
+    (capped,) = decode.iter_clips(cfr_25s, qwen_decode(chunking="none", max_frames=16))
     assert len(capped.frame_ts_s) == 16
     assert indices(capped) == sampling.nearest_indices(
         [i / 10 for i in range(250)], sampling.target_times(0.0, 25.0, 16)
@@ -130,7 +131,7 @@ def test_none_is_one_clip_capped_at_max_frames(cfr_25s):
 def test_none_with_undeclared_duration_uses_the_packets(media_dir):
     path = media_dir / "raw_none.h264"
     synth.write_video(path, seconds=5, fps=25, container_format="h264")
-    (clip,) = decode.iter_clips(str(path), DecodeConfig(chunking="none"))
+    (clip,) = decode.iter_clips(str(path), qwen_decode(chunking="none"))
     assert (clip.start_s, round(clip.end_s, 6), len(clip.frame_ts_s)) == (0.0, 5.0, 10)
     assert not clip.partial
 
@@ -139,7 +140,7 @@ def test_scenes_cut_merge_and_split(media_dir):
     path = media_dir / "scenes.mp4"
     cuts = synth.write_scenes_video(path, [3.0, 0.8, 5.0, 25.0], fps=10)
     assert cuts == pytest.approx([3.0, 3.8, 8.8])
-    cfg = DecodeConfig(chunking="scenes", min_clip_s=2.0, max_clip_s=12.0)
+    cfg = qwen_decode(chunking="scenes", min_clip_s=2.0, max_clip_s=12.0)
     clips = list(decode.iter_clips(str(path), cfg))
     # The 0.8 s scene is merged into the next one; the 25 s one is split into 3 x 8.33 s.
     bounds = [b for c in clips for b in (c.start_s, c.end_s)]
@@ -153,9 +154,9 @@ def test_scenes_cut_merge_and_split(media_dir):
 
 def test_config_refuses_inconsistent_chunking():
     with pytest.raises(ValueError, match="overlap_s"):
-        DecodeConfig(clip_s=5.0, overlap_s=5.0)
+        qwen_decode(clip_s=5.0, overlap_s=5.0)
     with pytest.raises(ValueError, match="min_clip_s"):
-        DecodeConfig(min_clip_s=10.0, max_clip_s=5.0)
+        qwen_decode(min_clip_s=10.0, max_clip_s=5.0)
 
 
 # --------------------------------------------------------------- edge-case files
@@ -165,8 +166,8 @@ def test_huge_declared_size_is_refused_before_decoding(media_dir):
     path = media_dir / "huge.y4m"
     synth.write_huge_declared_size(path)  # 16000 x 16000 declared, no frame data
     for call in (
-        lambda: list(decode.iter_clips(str(path), DecodeConfig())),
-        lambda: decode.probe(str(path), DecodeConfig()),
+        lambda: list(decode.iter_clips(str(path), qwen_decode())),
+        lambda: decode.probe(str(path), qwen_decode()),
     ):
         with pytest.raises(MediaError) as info:
             call()
@@ -177,7 +178,7 @@ def test_huge_declared_size_is_refused_before_decoding(media_dir):
 def test_one_frame_video(media_dir):
     path = media_dir / "one_frame.mp4"
     synth.write_video(path, seconds=0.1, fps=10)
-    (clip,) = decode.iter_clips(str(path), DecodeConfig())
+    (clip,) = decode.iter_clips(str(path), qwen_decode())
     assert (clip.start_s, clip.end_s, clip.partial) == (0.0, pytest.approx(0.1), False)
     assert indices(clip) == [0, 0, 0, 0]
     assert clip.frame_ts_s == (0.0, 0.0, 0.0, 0.0)
@@ -187,7 +188,7 @@ def test_one_frame_video(media_dir):
 def test_two_video_streams_pick_the_default_else_the_first(media_dir, default_index, shape):
     path = media_dir / f"two_streams_{default_index}.mkv"
     synth.write_two_video_streams(path, default_index=default_index)
-    (clip,) = decode.iter_clips(str(path), DecodeConfig())
+    (clip,) = decode.iter_clips(str(path), qwen_decode())
     assert clip.frames.shape[1:3] == shape
     assert indices(clip) == [1, 4, 6, 9]
 
@@ -198,7 +199,7 @@ def test_zero_byte_packets_do_not_end_the_stream(media_dir):
     with av.open(str(path)) as container:  # control: the plain decode loop fails on them
         with pytest.raises(av.error.FFmpegError):
             sum(1 for _ in container.decode(video=0))
-    (clip,) = decode.iter_clips(str(path), DecodeConfig(fps=None, num_frames=10, min_frames=2))
+    (clip,) = decode.iter_clips(str(path), qwen_decode(fps=None, num_frames=10, min_frames=2))
     assert indices(clip) == list(range(count))
 
 
@@ -206,8 +207,8 @@ def test_sparse_variable_rate_frames_never_lose_a_pick_to_skipping(vfr_mkv):
     # Frame 2.0 s is a non-reference frame 0.22 s from its target, farther than the margin:
     # it gets skipped at first, the pick check notices, and the video is decoded again.
     path, _ = vfr_mkv
-    skipping = list(decode.iter_clips(path, DecodeConfig()))
-    full = list(decode.iter_clips(path, DecodeConfig(nonref_margin_s=0.0)))
+    skipping = list(decode.iter_clips(path, qwen_decode()))
+    full = list(decode.iter_clips(path, qwen_decode(nonref_margin_s=0.0)))
     assert [c.frame_ts_s for c in skipping] == [c.frame_ts_s for c in full]
     assert [indices(c) for c in skipping] == [indices(c) for c in full] == [[2, 3, 4, 5, 5, 6]]
 
@@ -217,9 +218,9 @@ def test_keyframes_mode_with_one_keyframe_still_covers_every_window(media_dir):
     synth.write_video(
         path, seconds=25, fps=10, codec_options={"x264-params": "keyint=1000:scenecut=0"}
     )
-    cfg = DecodeConfig(decode_mode="keyframes")
+    cfg = qwen_decode(decode_mode="keyframes")
     clips = list(decode.iter_clips(str(path), cfg))
-    exact = list(decode.iter_clips(str(path), DecodeConfig()))
+    exact = list(decode.iter_clips(str(path), qwen_decode()))
     assert [(c.start_s, c.end_s, len(c.frame_ts_s), c.partial) for c in clips] == [
         (c.start_s, c.end_s, len(c.frame_ts_s), c.partial) for c in exact
     ]

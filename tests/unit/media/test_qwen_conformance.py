@@ -16,8 +16,11 @@ import pytest
 
 from pipelines.core.config import DecodeConfig
 from pipelines.media import sampling
+from pipelines.models.hints import check_sampling
+from pipelines.models.qwen2_vl import QwenVL
 
 vision_process = pytest.importorskip("qwen_vl_utils.vision_process")
+QWEN = DecodeConfig(frame_factor=2)  # the defaults as a Qwen2-VL job resolves them
 
 DURATIONS_S = (0.5, 1.0, 1.5, 2.0, 2.38, 3.0, 3.7, 5.0, 7.2, 10.0, 13.3, 30.0, 61.0, 400.0)
 SOURCE_FPS = (6.0, 10.0, 24.0, 25.0, 30.0, 59.94)
@@ -31,7 +34,7 @@ SETTINGS = (
 
 
 def _ours(duration_s: float, setting: dict) -> int:
-    return sampling.num_samples(duration_s, DecodeConfig(**setting))
+    return sampling.num_samples(duration_s, DecodeConfig(**{"frame_factor": 2, **setting}))
 
 
 @pytest.mark.parametrize("setting", SETTINGS, ids=lambda s: "-".join(map(str, s.values())))
@@ -55,7 +58,8 @@ def test_fps_mode_matches_smart_nframes_per_window(setting):
 
 
 def test_default_config_matches_qwen_defaults_per_window():
-    cfg = DecodeConfig()
+    # What a Qwen2-VL job decodes with: the defaults, the family's frame rules applied.
+    cfg = check_sampling(DecodeConfig(), QwenVL.hints, "qwen2_vl")
     assert (cfg.fps, cfg.frame_factor, cfg.min_frames) == (
         vision_process.FPS,
         vision_process.FRAME_FACTOR,
@@ -71,7 +75,7 @@ def test_default_config_matches_qwen_defaults_per_window():
 @pytest.mark.parametrize("nframes", [2, 3, 4, 5, 6, 7, 9, 10, 11, 16, 17, 33])
 def test_num_frames_mode_matches_smart_nframes(nframes):
     theirs = vision_process.smart_nframes({"nframes": nframes}, 1000, 25.0)
-    cfg = DecodeConfig(fps=None, num_frames=nframes, min_frames=2, max_frames=64)
+    cfg = DecodeConfig(fps=None, num_frames=nframes, min_frames=2, max_frames=64, frame_factor=2)
     assert sampling.num_samples(12.3, cfg) == theirs
 
 
@@ -79,17 +83,17 @@ def test_intended_difference_short_video_keeps_min_frames():
     # 3 frames at 10 fps: qwen-vl-utils gives 2 (capped at total frames, floored to even);
     # we give min_frames=4 and repeat frames, so the clip has the count the model expects.
     assert vision_process.smart_nframes({"fps": 2.0}, 3, 10.0) == 2
-    assert sampling.num_samples(0.3, DecodeConfig()) == 4
+    assert sampling.num_samples(0.3, QWEN) == 4
 
 
 def test_intended_difference_num_frames_is_clamped_to_max_frames():
     assert vision_process.smart_nframes({"nframes": 100}, 1000, 25.0) == 100
-    assert sampling.num_samples(40.0, DecodeConfig(fps=None, num_frames=100)) == 64
+    assert sampling.num_samples(40.0, DecodeConfig(fps=None, num_frames=100, frame_factor=2)) == 64
 
 
 def test_fixed_windows_sum_to_the_per_window_rule():
     # A 25 s video in 10 s windows: each window is counted as a 10 s / 10 s / 5 s video.
-    cfg = DecodeConfig()
+    cfg = QWEN
     plans = sampling.plan_clips(25.0, cfg, 1 / 25)
     theirs = [
         vision_process.smart_nframes({"fps": 2.0, "max_frames": 64}, round(length * 25), 25.0)

@@ -11,9 +11,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pipelines.core.config import DecodeConfig
 from pipelines.core.errors import MediaError
 from pipelines.media import decode
+from tests.unit.media.qwen_defaults import qwen_decode
 
 TESTSET = Path(__file__).resolve().parents[3].parent / "shared" / "media" / "testset"
 FILES = (
@@ -38,7 +38,7 @@ pytestmark = pytest.mark.skipif(not FILES, reason=f"{TESTSET} not present")
 
 @pytest.mark.parametrize("name", FILES)
 def test_testset_file_decodes_or_gives_its_code(name):
-    cfg = DecodeConfig()
+    cfg = qwen_decode()
     path = str(TESTSET / name)
     if name in EXPECTED_ERRORS:
         with pytest.raises(MediaError) as info:
@@ -62,7 +62,7 @@ def test_testset_file_decodes_or_gives_its_code(name):
 @pytest.mark.skipif("panda3d__PandaSneezes.ogv" not in FILES, reason="file absent")
 def test_theora_with_empty_packets_decodes_to_the_end():
     # container.decode() stops after ~13 frames on this file; the demux loop must not.
-    clips = list(decode.iter_clips(str(TESTSET / "panda3d__PandaSneezes.ogv"), DecodeConfig()))
+    clips = list(decode.iter_clips(str(TESTSET / "panda3d__PandaSneezes.ogv"), qwen_decode()))
     assert clips[-1].end_s == pytest.approx(14.0)
     assert clips[-1].frame_ts_s[-1] > 13.0
 
@@ -77,7 +77,7 @@ def test_skipping_never_changes_picks_on_out_of_order_times(name):
     path = CORPUS / name
     if not path.is_file():
         pytest.skip(f"{path} not present")
-    skipping = list(decode.iter_clips(str(path), DecodeConfig(max_side_px=64)))
-    full = list(decode.iter_clips(str(path), DecodeConfig(max_side_px=64, nonref_margin_s=0.0)))
+    skipping = list(decode.iter_clips(str(path), qwen_decode(max_side_px=64)))
+    full = list(decode.iter_clips(str(path), qwen_decode(max_side_px=64, nonref_margin_s=0.0)))
     assert [c.frame_ts_s for c in skipping] == [c.frame_ts_s for c in full]
     assert all(np.array_equal(a.frames, b.frames) for a, b in zip(skipping, full, strict=True))

@@ -9,7 +9,9 @@ from pipelines.media import sampling
 
 
 def cfg(**overrides) -> DecodeConfig:
-    return DecodeConfig(**overrides)
+    # Qwen-VL's rule (pairs of frames) unless a test says otherwise: the sampling rules
+    # under test are the ones a Qwen job decodes with.
+    return DecodeConfig(**{"frame_factor": 2, **overrides})
 
 
 def test_windows_cover_duration_with_a_shorter_last_one():

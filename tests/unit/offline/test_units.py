@@ -68,6 +68,8 @@ def test_only_undone_present_videos_are_decoded_and_missing_ones_become_rows():
             "size": [100] * n,
             "missing": [False, False, True, True, False],
             "done": [False, True, False, True, False],
+            "subtitles": [""] * n,
+            "context": [""] * n,
         }
     )
     assert todo_rows(keyed).column("video_id").to_pylist() == ["v0", "v4"]

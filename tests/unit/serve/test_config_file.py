@@ -18,7 +18,8 @@ def test_serve_config_file_is_valid_for_ray_and_for_us():
     assert app.import_path == "serve.app:app_builder"
     assert schema.http_options.host == "127.0.0.1"
     config = ServeConfig.model_validate(app.args)
-    assert config.encoder.num_gpus == 1 and config.lm.num_gpus == 1
+    # Unset: resolved from the cluster's GPUs, shared on a one-GPU machine.
+    assert config.encoder.num_gpus is None and config.lm.num_gpus is None
     assert config.decoder.num_gpus is None
     assert config.lm.max_batch_size > 1
 
