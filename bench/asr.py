@@ -33,7 +33,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from pipelines.core.config import AsrConfig, DecodeConfig, ModelConfig, PoolConfig  # noqa: E402
-from pipelines.media import synth  # noqa: E402
+from pipelines.media import synth_audio  # noqa: E402
 from pipelines.media.audio import AUDIO_RATE, iter_audio_windows  # noqa: E402
 from pipelines.models.whisper import build_tiny_whisper  # noqa: E402
 from pipelines.stages.transcribe import TranscribeStage, merge_chunks  # noqa: E402
@@ -114,7 +114,7 @@ def main() -> None:
             path = Path(tmp) / f"talk_{i}.mp4"
             third = args.seconds / 3
             tones = ((third, 300.0 + 100 * i), (third, 800.0), (third, 1200.0 - 50 * i))
-            synth.write_video_with_audio(path, tones=tones, sample_rate=44100)
+            synth_audio.write_video_with_audio(path, tones=tones, sample_rate=44100)
             paths.append(str(path))
         model_dir = str(build_tiny_whisper(Path(tmp) / "whisper"))
         config = AsrConfig(

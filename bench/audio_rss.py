@@ -3,7 +3,7 @@
 Run by hand (never in CI):  .venv/bin/python bench/audio_rss.py [--codec aac]
 
 Each track (a 440 Hz tone, 44.1 kHz mono in Matroska with a 16x16 video at 0.5 fps, written by
-``synth.write_long_audio``) is read by a fresh subprocess that iterates every 30 s window
+``synth_audio.write_long_audio``) is read by a fresh subprocess that iterates every 30 s window
 (5 s overlap) and prints its own peak resident memory (``VmHWM``, via ``_peak.py``). Streaming
 must keep it flat: goal 60-min <= 1.5x 1-min. The same child with the loop skipped gives the
 interpreter + imports baseline, so the growth due to the windows themselves is visible too.
@@ -24,7 +24,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from pipelines.media import synth  # noqa: E402
+from pipelines.media import synth_audio  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results" / "audio_rss.json"
 CHILD = """
@@ -65,7 +65,7 @@ def main() -> None:
         for minutes in (1, 60):
             path = Path(tmp) / f"tone_{minutes}min.mkv"
             start = time.perf_counter()
-            synth.write_long_audio(
+            synth_audio.write_long_audio(
                 path, seconds=60 * minutes, sample_rate=args.sample_rate, audio_codec=args.codec
             )
             print(f"wrote {path.name} ({path.stat().st_size / 2**20:.0f} MiB) in "

@@ -108,11 +108,11 @@ def section_decode(args, workdir: Path, deadline: float) -> dict:
             ]
             try:
                 t = time.perf_counter()
-                first = check_ok(gen.process_with(items, settings), "generate")  # compiles
+                first = check_ok(gen(items, settings=settings), "generate")  # compiles
                 sync()
                 first_s = time.perf_counter() - t
                 med, times, caps = timed(
-                    lambda items=items, s=settings: check_ok(gen.process_with(items, s), "gen"),
+                    lambda items=items, s=settings: check_ok(gen(items, settings=s), "gen"),
                     args.repeats,
                     warmup=0,
                 )

@@ -17,8 +17,8 @@ from starlette.exceptions import HTTPException
 from starlette.formparsers import MultiPartException
 
 from pipelines.core.errors import ErrorCode, StageError
-from pipelines.core.output import result_row
 from pipelines.core.records import Clip, FailedClip
+from pipelines.core.result_row import result_row
 from serve.config import ServeConfig
 from serve.context import RequestText, checked_text, form_text
 from serve.errors import RequestError, from_stage

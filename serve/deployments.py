@@ -307,7 +307,7 @@ class LanguageModel:
 
     def _run(self, items: list[EncodedClip], settings: GenerationConfig):
         with self._lock:
-            return self.stage.process_with(items, settings)
+            return self.stage(items, settings=settings)
 
     @serve.batch
     async def generate(

@@ -25,9 +25,8 @@ import pyarrow as pa
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
-from pipelines.core.errors import StageError
 from pipelines.core.keys import KeySet, row_key
-from pipelines.core.records import ROW_DEFAULTS, Ask, Caption, ClipRef, asks_from_json, error_fields
+from pipelines.core.records import Ask, asks_from_json
 
 SCHEMA_VERSION = "1.3"
 
@@ -380,39 +379,3 @@ def schema_markdown() -> str:
 
 if __name__ == "__main__":
     print(schema_markdown())
-
-
-def result_row(
-    ref: ClipRef,
-    result: Caption | StageError,
-    *,
-    model_id: str,
-    model_revision: str = "",
-    decode_s: float = 0.0,
-    encode_s: float = 0.0,
-) -> dict[str, Any]:
-    """One output row (the Parquet columns, in order) for a clip's result; used online."""
-    row: dict[str, Any] = {
-        **ROW_DEFAULTS,
-        **ref.to_row(),
-        "model_id": model_id,
-        "model_revision": model_revision,
-        "decode_s": decode_s,
-        "encode_s": encode_s,
-    }
-    row["frame_ts_s"] = list(ref.frame_ts_s)
-    row.update(prompt=ref.ask.text, prompt_index=ref.ask.index, task=ref.ask.task)
-    row["row_key"] = ""  # online rows are not part of a run
-    if isinstance(result, StageError):
-        row.update(error_fields(result))
-    else:
-        row.update(
-            text=result.text,
-            prompt_tokens=result.prompt_tokens,
-            output_tokens=result.output_tokens,
-            generate_s=result.generate_s,
-            context=result.context,
-            context_tokens=result.context_tokens,
-            context_cut_tokens=result.context_cut_tokens,
-        )
-    return {name: row[name] for name, _, _ in COLUMNS}

@@ -344,6 +344,52 @@ def row_error(row: Mapping[str, Any]) -> StageError | None:
     return StageError(ErrorCode(code), str(row["error_message"]), str(row["error_stage"]))
 
 
+# -- row codecs: the stages' items and results as flat rows (see ``core.stage.RowCodec``) --
+
+
+def clip_from_row(row: Mapping[str, Any]) -> Clip:
+    return Clip(ClipRef.from_row(row), row["frames"], float(row["decode_s"]))
+
+
+def encoded_from_row(row: Mapping[str, Any]) -> EncodedClip:
+    return EncodedClip(ClipRef.from_row(row), bytes(row["encoded"]), float(row["encode_s"]))
+
+
+def encoded_update(out: EncodedClip) -> dict[str, Any]:
+    return {"encoded": out.encoded, "encode_s": out.encode_s}
+
+
+def caption_update(out: Caption) -> dict[str, Any]:
+    return {
+        "text": out.text,
+        "prompt_tokens": out.prompt_tokens,
+        "output_tokens": out.output_tokens,
+        "generate_s": out.generate_s,
+        "context": out.context,
+        "context_tokens": out.context_tokens,
+        "context_cut_tokens": out.context_cut_tokens,
+    }
+
+
+def decoded_row(out: Clip | FailedClip) -> dict[str, Any]:
+    if isinstance(out, FailedClip):
+        return error_row(out.ref, out.error, out.decode_s)
+    return clip_row(out)
+
+
+def expand_asks(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One row per (clip, ask): every ask of a clip shares that clip's single encoding.
+
+    Error rows are expanded too, so each ask of a failed clip gets its own row saying why
+    it has no answer.
+    """
+    out = []
+    for row in rows:
+        for ask in asks_from_json(str(row["asks"])):
+            out.append({**row, "asks": asks_to_json((ask,))})
+    return out
+
+
 def clip_row(clip: Clip) -> dict[str, Any]:
     return {**ROW_DEFAULTS, **clip.ref.to_row(), "frames": clip.frames, "decode_s": clip.decode_s}
 

@@ -8,14 +8,19 @@ A stage knows nothing about Ray. It declares what it needs (``resources``,
   so that a long video never has all its clips in memory at once.
 
 A result is either the stage's output record or a ``StageError`` for that item.
+
+A stage also declares its ``codec``: how the adapters' flat rows become its items and its
+results become row updates, which column it consumes, and whether rows fan out before it
+(the LM stage answers each ask of a clip: one row per ask). The Ray Data adapter has no
+per-stage code: it applies the codec.
 """
 
 from __future__ import annotations
 
 import abc
-from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
-from typing import ClassVar, Generic, TypeVar
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Generic, TypeVar
 
 from pipelines.core.errors import StageError
 
@@ -40,8 +45,30 @@ class Resources:
         return args
 
 
+@dataclass(frozen=True)
+class RowCodec:
+    """How a stage's items and results travel as flat rows (Ray Data blocks, Parquet).
+
+    - ``item``: a row -> the stage's input item.
+    - ``update``: a result -> the columns it sets on its row (a fan-out stage: the whole row).
+    - ``consumed``: a column the stage uses up (frames, embeddings), dropped after it.
+    - ``defaults``: the columns the stage adds, for rows that skip it (errors).
+    - ``takes``: which error-free rows the stage works on (None: all of them).
+    - ``expand``: rows -> rows before the stage (None: one row stays one row).
+    """
+
+    item: Callable[[Mapping[str, Any]], Any]
+    update: Callable[[Any], dict[str, Any]]
+    consumed: str | None = None
+    defaults: Mapping[str, Any] = field(default_factory=dict)
+    takes: Callable[[Mapping[str, Any]], bool] | None = None
+    expand: Callable[[list[dict[str, Any]]], list[dict[str, Any]]] | None = None
+
+
 class Stage(abc.ABC, Generic[In, Out]):
     name: ClassVar[str]
+    codec: ClassVar[RowCodec | None] = None
+    """How the adapters turn rows into this stage's items and results back (see RowCodec)."""
     batch_size: int = 1
     """Preferred number of items per ``process_batch`` call."""
 
@@ -60,11 +87,13 @@ class Stage(abc.ABC, Generic[In, Out]):
 
 class MapStage(Stage[In, Out]):
     @abc.abstractmethod
-    def process_batch(self, items: Sequence[In]) -> list[Out | StageError]:
-        """Return exactly one result per item, in the same order."""
+    def process_batch(self, items: Sequence[In], **options: Any) -> list[Out | StageError]:
+        """Return exactly one result per item, in the same order. ``options`` are per-call
+        settings a stage may take (an online request's decoding settings)."""
 
-    def __call__(self, items: Sequence[In]) -> list[Out | StageError]:
-        results = self.process_batch(items)
+    def __call__(self, items: Sequence[In], **options: Any) -> list[Out | StageError]:
+        """What every adapter calls: ``process_batch`` held to the same-length rule."""
+        results = self.process_batch(items, **options)
         # Results are matched back to their input rows by position, so a length mismatch
         # would silently attach captions to the wrong clip: refuse it loudly.
         if len(results) != len(items):

@@ -6,14 +6,12 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import pyarrow.fs as pafs
 import ray
 
 from pipelines.core.config import JobConfig
-from pipelines.core.records import VideoTask
 from pipelines.offline.ledger.attempts import AttemptLog
 from pipelines.offline.ledger.stall import StallWatchdog
 from pipelines.offline.placement import place
@@ -24,7 +22,6 @@ from pipelines.offline.transcripts import (
     committed_transcripts,
     keyset_of,
     pass_summary,
-    piece_row,
     transcript_keyset,
     without_keys,
 )
@@ -32,11 +29,6 @@ from pipelines.stages.audio import AudioStage
 from pipelines.stages.transcribe import TranscribeStage
 
 log = logging.getLogger(__name__)
-
-
-def audio_rows(stage: AudioStage, task: VideoTask) -> Iterator[dict[str, Any]]:
-    for piece in stage.iter_outputs(task):
-        yield piece_row(piece)
 
 
 def transcribe_pass(
@@ -78,7 +70,6 @@ def transcribe_pass(
             unit_size=unit,
             max_retries=config.max_attempts,
             heartbeat=heartbeat,
-            to_rows=audio_rows,
         )
         transcribe = TranscribeStage(config.asr.model_copy(update={"pool": pool}))
         ds = apply_map(

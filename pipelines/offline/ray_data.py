@@ -48,21 +48,11 @@ import ray.data
 from pipelines.core.errors import StageError
 from pipelines.core.faults import maybe_hang
 from pipelines.core.records import (
-    Caption,
-    Clip,
-    ClipRef,
-    EncodedClip,
-    FailedClip,
     VideoTask,
-    asks_from_json,
-    asks_to_json,
-    clip_row,
     error_fields,
-    error_row,
     row_error,
 )
 from pipelines.core.stage import FanOutStage, MapStage
-from pipelines.offline.transcripts import chunk_from_row, transcript_update, wants_asr
 
 KEY_BATCH_ROWS = 4096
 UNIT_MAX_VIDEOS = 32
@@ -107,91 +97,34 @@ def rows_to_batch(rows: list[dict[str, Any]]) -> dict[str, np.ndarray]:
     return batch
 
 
-# -- how each stage's records map to and from rows ---------------------------------------
-
-
-def _clip_from_row(row: Mapping[str, Any]) -> Clip:
-    return Clip(ClipRef.from_row(row), row["frames"], float(row["decode_s"]))
-
-
-def _encoded_from_row(row: Mapping[str, Any]) -> EncodedClip:
-    return EncodedClip(ClipRef.from_row(row), bytes(row["encoded"]), float(row["encode_s"]))
-
-
-def _encoded_update(out: EncodedClip) -> dict[str, Any]:
-    return {"encoded": out.encoded, "encode_s": out.encode_s}
-
-
-def _caption_update(out: Caption) -> dict[str, Any]:
-    return {
-        "text": out.text,
-        "prompt_tokens": out.prompt_tokens,
-        "output_tokens": out.output_tokens,
-        "generate_s": out.generate_s,
-        "context": out.context,
-        "context_tokens": out.context_tokens,
-        "context_cut_tokens": out.context_cut_tokens,
-    }
-
-
-# stage name -> (row -> input record, output record -> row update, consumed column, produced
-# column defaults for rows that skip the stage, which rows the stage takes: None for all
-# rows without an error)
-CODECS: dict[str, tuple[Callable, Callable, str | None, dict[str, Any], Callable | None]] = {
-    "encode": (_clip_from_row, _encoded_update, "frames", {"encoded": b""}, None),
-    "generate": (_encoded_from_row, _caption_update, "encoded", {}, None),
-    "transcribe": (chunk_from_row, transcript_update, "samples", {}, wants_asr),
-}
-
-
-def expand_asks(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """One row per (clip, ask): every ask of a clip shares that clip's single encoding.
-
-    Error rows are expanded too, so each ask of a failed clip gets its own row saying why
-    it has no answer.
-    """
-    out = []
-    for row in rows:
-        for ask in asks_from_json(str(row["asks"])):
-            out.append({**row, "asks": asks_to_json((ask,))})
-    return out
-
-
 def map_rows(stage: MapStage, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Apply a stage to rows: failed rows pass through, results update their row.
-
-    The language-model stage first fans each clip out to one row per ask.
-    """
-    from_row, update, consumed, defaults, wants = CODECS[stage.name]
-    if stage.name == "generate":
-        rows = expand_asks(rows)
-    todo = [i for i, r in enumerate(rows) if row_error(r) is None and (wants is None or wants(r))]
-    results = stage([from_row(rows[i]) for i in todo]) if todo else []
-    out = [{**r, **defaults} for r in rows]
+    """Apply a stage to rows through its codec: failed rows pass through, results update
+    their row (after the codec's fan-out, e.g. one row per ask for the LM stage)."""
+    codec = stage.codec
+    if codec.expand is not None:
+        rows = codec.expand(rows)
+    takes = codec.takes
+    todo = [i for i, r in enumerate(rows) if row_error(r) is None and (takes is None or takes(r))]
+    results = stage([codec.item(rows[i]) for i in todo]) if todo else []
+    out = [{**r, **codec.defaults} for r in rows]
     for i, res in zip(todo, results, strict=True):
-        out[i].update(error_fields(res) if isinstance(res, StageError) else update(res))
-    if consumed:
+        out[i].update(error_fields(res) if isinstance(res, StageError) else codec.update(res))
+    if codec.consumed:
         for r in out:
-            r.pop(consumed, None)
+            r.pop(codec.consumed, None)
     return out
 
 
 def fan_out_rows(stage: FanOutStage, task: VideoTask) -> Iterator[dict[str, Any]]:
     for res in stage.iter_outputs(task):
-        if isinstance(res, FailedClip):
-            yield error_row(res.ref, res.error, res.decode_s)
-        else:
-            yield clip_row(res)
+        yield stage.codec.update(res)
 
 
 class _FanOutFn:
     """Decode runs as plain tasks: no state worth an actor."""
 
-    def __init__(
-        self, stage: FanOutStage, heartbeat: Heartbeat | None = None, to_rows: Callable = None
-    ) -> None:
+    def __init__(self, stage: FanOutStage, heartbeat: Heartbeat | None = None) -> None:
         self.stage, self.heartbeat = stage, heartbeat
-        self.to_rows = to_rows or fan_out_rows
 
     def __call__(self, batch: dict[str, np.ndarray]) -> Iterator[dict[str, np.ndarray]]:
         # One work unit per call. One clip per yielded batch keeps a long video streaming
@@ -200,7 +133,7 @@ class _FanOutFn:
         tasks = [VideoTask.from_row(row) for row in batch_to_rows(batch)]
         self.stage.begin_unit(tasks)
         for task in tasks:
-            for out in self.to_rows(self.stage, task):
+            for out in fan_out_rows(self.stage, task):
                 if self.heartbeat is not None:
                     self.heartbeat(self.stage.name)
                 yield rows_to_batch([out])
@@ -256,13 +189,12 @@ def apply_fan_out(
     unit_size: int = 1,
     max_retries: int = 3,
     heartbeat: Heartbeat | None = None,
-    to_rows: Callable[[FanOutStage, VideoTask], Iterator[dict[str, Any]]] | None = None,
 ) -> ray.data.Dataset:
     # Retries after a worker death let the attempt log quarantine a poison input on its
     # last try instead of failing the job.
     args = {**stage.resources.ray_args(), "max_retries": max_retries}
     return ds.repartition(target_num_rows_per_block=unit_size).map_batches(
-        _FanOutFn(stage, heartbeat, to_rows),
+        _FanOutFn(stage, heartbeat),
         batch_size=unit_size,  # one block = one work unit = one task
         batch_format="numpy",
         # Passing the resources as a function stops Ray Data from fusing decode into the

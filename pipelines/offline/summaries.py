@@ -14,7 +14,6 @@ import logging
 import time
 import uuid
 from collections import defaultdict
-from collections.abc import Mapping
 from typing import Any
 
 import pyarrow as pa
@@ -28,8 +27,15 @@ from pipelines.core.errors import ErrorCode, StageError
 from pipelines.core.output import committed_keys, committed_shards, write_atomic, write_shard
 from pipelines.core.paths import filesystem_for
 from pipelines.core.records import Segment, segments_to_json
+from pipelines.offline.ray_data import apply_map
 from pipelines.offline.transcripts import committed_transcripts
-from pipelines.stages.summarize import Line, SummarizeStage, VideoCaptions, VideoSummary
+from pipelines.stages.summarize import (
+    CAPTIONS_ROW_SCHEMA,
+    Line,
+    SummarizeStage,
+    VideoCaptions,
+    captions_row,
+)
 
 log = logging.getLogger(__name__)
 
@@ -88,37 +94,6 @@ def video_captions(table: pa.Table) -> list[VideoCaptions | tuple[VideoCaptions,
     return out
 
 
-def summary_row(
-    video: VideoCaptions, result: VideoSummary | StageError, model_id: str
-) -> dict[str, Any]:
-    row = {name: 0 for name, _, _ in VIDEO_COLUMNS}
-    row.update(
-        video_id=video.video_id,
-        source=video.source,
-        video_key=video.video_key,
-        captions=len(video.captions),
-        model_id=model_id,
-        summary="",
-        summarize_s=0.0,
-        error_code="",
-        error_message="",
-    )
-    if isinstance(result, StageError):
-        row.update(error_code=result.code.value, error_message=result.message)
-    else:
-        row.update(
-            summary=result.text,
-            transcript_cues=result.transcript_cues,
-            lm_calls=result.lm_calls,
-            levels=result.levels,
-            max_prompt_tokens=result.max_prompt_tokens,
-            prompt_tokens=result.prompt_tokens,
-            output_tokens=result.output_tokens,
-            summarize_s=result.summarize_s,
-        )
-    return row
-
-
 # -- the Ray Data steps --------------------------------------------------------------------
 
 READ_COLUMNS = [
@@ -132,30 +107,6 @@ READ_COLUMNS = [
     "text",
     "error_code",
 ]
-
-
-def _to_row(video: VideoCaptions, error: StageError | None = None) -> dict[str, Any]:
-    lines = [[x.start_s, x.end_s, x.text] for x in video.captions]
-    return {
-        "video_id": video.video_id,
-        "source": video.source,
-        "video_key": video.video_key,
-        "captions": json.dumps(lines),
-        "error_code": error.code.value if error else "",
-        "error_message": error.message if error else "",
-        "transcript": "",
-    }
-
-
-def _from_row(row: Mapping[str, Any]) -> VideoCaptions:
-    lines = tuple(Line(s, e, t) for s, e, t in json.loads(str(row["captions"])))
-    return VideoCaptions(
-        str(row["video_id"]),
-        str(row["source"]),
-        str(row["video_key"]),
-        lines,
-        str(row.get("transcript") or ""),
-    )
 
 
 def _transcripts_of(fs: pafs.FileSystem, out: str, keys: list[str]) -> dict[str, str]:
@@ -189,42 +140,11 @@ def _videos_of_shard(batch: dict[str, Any], out_uri: str, done: set[str]) -> pa.
         for item in video_captions(table):
             video, error = item if isinstance(item, tuple) else (item, None)
             if video.video_key not in done:
-                rows.append(_to_row(video, error))
+                rows.append(captions_row(video, error))
     transcripts = _transcripts_of(fs, out_path, [r["video_key"] for r in rows])
     for r in rows:
         r["transcript"] = transcripts.get(r["video_key"], "")
-    columns = [
-        "video_id",
-        "source",
-        "video_key",
-        "captions",
-        "error_code",
-        "error_message",
-        "transcript",
-    ]
-    return pa.Table.from_pylist(rows, schema=pa.schema([(c, pa.string()) for c in columns]))
-
-
-class _SummarizeActor:
-    def __init__(self, stage: SummarizeStage, model_id: str) -> None:
-        self.stage, self.model_id = stage, model_id
-        stage.setup()
-
-    def __call__(self, batch: dict[str, Any]) -> pa.Table:
-        n = len(batch["video_key"])
-        rows = [{k: v[i] for k, v in batch.items()} for i in range(n)]
-        todo = [i for i, r in enumerate(rows) if not r["error_code"]]
-        results: list[VideoSummary | StageError | None] = [None] * n
-        for i, res in zip(todo, self.stage([_from_row(rows[i]) for i in todo]), strict=True):
-            results[i] = res
-        out = []
-        for row, res in zip(rows, results, strict=True):
-            if res is None:  # failed before this stage (no caption to start from)
-                res = StageError(
-                    ErrorCode(row["error_code"]), str(row["error_message"]), "summarize"
-                )
-            out.append(summary_row(_from_row(row), res, self.model_id))
-        return pa.Table.from_pylist(out, schema=VIDEO_SCHEMA)
+    return pa.Table.from_pylist(rows, schema=CAPTIONS_ROW_SCHEMA)
 
 
 def _prepare(fs: pafs.FileSystem, out: str, config: JobConfig) -> None:
@@ -261,16 +181,8 @@ def run_summaries(config: JobConfig, lm_pool) -> dict[str, int]:
         batch_format="numpy",
         num_cpus=config.decode_cpus,
     )
-    ds = ds.map_batches(
-        type("SummarizeActor", (_SummarizeActor,), {}),
-        fn_constructor_args=(stage, (config.summarize.model or config.model).model),
-        batch_size=stage.batch_size,
-        batch_format="numpy",
-        compute=ray.data.ActorPoolStrategy(
-            min_size=lm_pool.min_actors, max_size=lm_pool.max_actors
-        ),
-        **stage.resources.ray_args(),
-    )
+    ds = apply_map(ds, stage, min_actors=lm_pool.min_actors, max_actors=lm_pool.max_actors)
+    model_id = (config.summarize.model or config.model).model
     session = uuid.uuid4().hex[:12]
     shard = 0
     pending: list[dict] = []
@@ -287,6 +199,8 @@ def run_summaries(config: JobConfig, lm_pool) -> dict[str, int]:
 
     for batch in ds.iter_batches(batch_size=None, batch_format="pyarrow", prefetch_batches=0):
         for row in batch.to_pylist():
+            row = {**row, "captions": row["caption_lines"], "model_id": model_id}
+            row = {name: row[name] for name, _, _ in VIDEO_COLUMNS}
             pending.append(row)
             counts["summary_errors" if row["error_code"] else "videos_summarized"] += 1
         if (

@@ -18,7 +18,6 @@ from __future__ import annotations
 from collections import Counter
 from typing import Any
 
-import numpy as np
 import pyarrow as pa
 import pyarrow.fs as pafs
 import ray
@@ -26,13 +25,11 @@ import ray
 from pipelines.core.keys import KeySet, as_fixed
 from pipelines.core.output import committed_shards, write_shard
 from pipelines.core.records import (
-    AudioChunk,
-    ChunkTranscript,
     Segment,
     segments_from_json,
     segments_to_json,
 )
-from pipelines.stages.audio import FAILED, TRANSCRIBED, AudioPiece
+from pipelines.stages.audio import FAILED, TRANSCRIBED
 
 TRANSCRIPTS_SCHEMA_VERSION = "1.0"
 SEGMENT_TYPE = pa.struct(
@@ -66,58 +63,6 @@ TRANSCRIPT_SCHEMA = pa.schema(
     metadata={"vidcap.transcripts_schema_version": TRANSCRIPTS_SCHEMA_VERSION},
 )
 _TASK_FIELDS = ("video_id", "source", "asks", "video_key", "subtitles", "context")
-
-
-# -- rows of the pass -------------------------------------------------------------------
-
-
-def piece_row(piece: AudioPiece) -> dict[str, Any]:
-    """The row codec of the audio stage (its output) and the transcribe stage (its input)."""
-    chunk = piece.chunk
-    err = piece.error
-    return {
-        **piece.task.to_row(),
-        "status": piece.status,
-        "index": chunk.index if chunk else -1,
-        "start_s": chunk.start_s if chunk else 0.0,
-        "end_s": chunk.end_s if chunk else 0.0,
-        "own_start_s": chunk.own_start_s if chunk else 0.0,
-        "own_end_s": chunk.own_end_s if chunk else 0.0,
-        "samples": chunk.samples if chunk else np.zeros(0, np.float32),
-        "chunks": piece.chunks,
-        "attempt": piece.attempt,
-        "decode_s": piece.decode_s,
-        "segments": "",
-        "language": "",
-        "asr_s": 0.0,
-        "error_code": err.code.value if err else "",
-        "error_message": err.message if err else "",
-        "error_stage": err.stage if err else "",
-    }
-
-
-def chunk_from_row(row: dict[str, Any]) -> AudioChunk:
-    return AudioChunk(
-        video_key=str(row["video_key"]),
-        index=int(row["index"]),
-        start_s=float(row["start_s"]),
-        end_s=float(row["end_s"]),
-        own_start_s=float(row["own_start_s"]),
-        own_end_s=float(row["own_end_s"]),
-        samples=np.asarray(row["samples"], dtype=np.float32),
-    )
-
-
-def transcript_update(out: ChunkTranscript) -> dict[str, Any]:
-    return {
-        "segments": segments_to_json(out.segments),
-        "language": out.language,
-        "asr_s": out.asr_s,
-    }
-
-
-def wants_asr(row: dict[str, Any]) -> bool:
-    return str(row["status"]) == TRANSCRIBED
 
 
 # -- the driver's writer ------------------------------------------------------------------

@@ -24,7 +24,7 @@ import ray
 
 from pipelines.core.errors import ErrorCode, StageError
 from pipelines.core.keys import KeyMode, KeySet, as_fixed, raw_keys, work_key
-from pipelines.core.records import ClipRef, VideoTask, error_row
+from pipelines.core.records import ClipRef, VideoTask, error_row, expand_asks
 
 KEYED_SCHEMA = pa.schema(
     [
@@ -129,7 +129,7 @@ def unit_videos(todo: int, todo_bytes: int, cpus: float, max_videos: int, max_by
 
 def missing_rows(batch: pa.Table, patch: dict | None = None) -> dict[str, np.ndarray]:
     """``not_found`` rows, one per ask, for the files the key step found missing."""
-    from pipelines.offline.ray_data import expand_asks, rows_to_batch
+    from pipelines.offline.ray_data import rows_to_batch
 
     batch = patch_keys(batch, patch or {})
     missing = batch.filter(pc.and_(batch.column("missing"), pc.invert(batch.column("done"))))

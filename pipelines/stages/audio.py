@@ -14,14 +14,16 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, replace
+from typing import Any
 
 import av
+import numpy as np
 
 from pipelines.core.config import AsrConfig, ContextConfig, DecodeConfig
 from pipelines.core.errors import ErrorCode, MediaError, StageError
 from pipelines.core.faults import UnitAttempt, UnitLedger, maybe_crash, quarantine_code
 from pipelines.core.records import AudioChunk, VideoTask
-from pipelines.core.stage import FanOutStage, Resources
+from pipelines.core.stage import FanOutStage, Resources, RowCodec
 from pipelines.media.audio import iter_audio_windows
 from pipelines.stages.speech import VideoSpeech
 
@@ -44,8 +46,33 @@ class AudioPiece:
     decode_s: float = 0.0
 
 
+def piece_row(piece: AudioPiece) -> dict[str, Any]:
+    """An audio piece as a row: the video's task columns, the window, its samples."""
+    chunk, err = piece.chunk, piece.error
+    return {
+        **piece.task.to_row(),
+        "status": piece.status,
+        "index": chunk.index if chunk else -1,
+        "start_s": chunk.start_s if chunk else 0.0,
+        "end_s": chunk.end_s if chunk else 0.0,
+        "own_start_s": chunk.own_start_s if chunk else 0.0,
+        "own_end_s": chunk.own_end_s if chunk else 0.0,
+        "samples": chunk.samples if chunk else np.zeros(0, np.float32),
+        "chunks": piece.chunks,
+        "attempt": piece.attempt,
+        "decode_s": piece.decode_s,
+        "segments": "",
+        "language": "",
+        "asr_s": 0.0,
+        "error_code": err.code.value if err else "",
+        "error_message": err.message if err else "",
+        "error_stage": err.stage if err else "",
+    }
+
+
 class AudioStage(FanOutStage[VideoTask, AudioPiece]):
     name = "audio"
+    codec = RowCodec(VideoTask.from_row, piece_row)
 
     def __init__(
         self,

@@ -14,14 +14,15 @@ import av
 from pipelines.core.config import ContextConfig, DecodeConfig
 from pipelines.core.errors import ErrorCode, MediaError, StageError
 from pipelines.core.faults import UnitAttempt, UnitLedger, maybe_crash, quarantine_code
-from pipelines.core.records import Clip, ClipRef, FailedClip, VideoTask
-from pipelines.core.stage import FanOutStage, Resources
+from pipelines.core.records import Clip, ClipRef, FailedClip, VideoTask, decoded_row
+from pipelines.core.stage import FanOutStage, Resources, RowCodec
 from pipelines.media.decode import iter_clips
 from pipelines.stages.speech import VideoSpeech
 
 
 class DecodeStage(FanOutStage[VideoTask, Clip | FailedClip]):
     name = "decode"
+    codec = RowCodec(VideoTask.from_row, decoded_row)
 
     def __init__(
         self,

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
+from typing import Any
 
 from safetensors.torch import save as save_tensors
 
 from pipelines.core.errors import StageError
-from pipelines.core.records import Clip, EncodedClip
+from pipelines.core.records import Clip, EncodedClip, clip_from_row, encoded_update
+from pipelines.core.stage import RowCodec
 from pipelines.models.base import FramesInput
 from pipelines.stages.isolate import run_isolated
 from pipelines.stages.model import ModelStage
@@ -21,12 +23,15 @@ def sampled_fps(clip: Clip) -> float:
 
 class EncodeStage(ModelStage[Clip, EncodedClip]):
     name = "encode"
+    codec = RowCodec(clip_from_row, encoded_update, consumed="frames", defaults={"encoded": b""})
 
     def setup(self) -> None:
         self.family = self.new_family()
         self.family.load_encoder()
 
-    def process_batch(self, items: Sequence[Clip]) -> list[EncodedClip | StageError]:
+    def process_batch(
+        self, items: Sequence[Clip], **options: Any
+    ) -> list[EncodedClip | StageError]:
         started = time.perf_counter()
         inputs = [FramesInput(c.frames, sampled_fps(c)) for c in items]
         outputs = run_isolated(self.family.encode, inputs, self.name)

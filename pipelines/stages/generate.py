@@ -10,7 +10,14 @@ from transformers import TextStreamer
 
 from pipelines.core.config import ContextConfig, GenerationConfig, ModelConfig, PoolConfig
 from pipelines.core.errors import ErrorCode, StageError
-from pipelines.core.records import Caption, EncodedClip
+from pipelines.core.records import (
+    Caption,
+    EncodedClip,
+    caption_update,
+    encoded_from_row,
+    expand_asks,
+)
+from pipelines.core.stage import RowCodec
 from pipelines.models.base import GenRequest
 from pipelines.stages.context import Rendered, render_prompt
 from pipelines.stages.isolate import run_isolated
@@ -24,6 +31,8 @@ GROUP_BATCHES = 4
 
 class GenerateStage(ModelStage[EncodedClip, Caption]):
     name = "generate"
+    # Each ask of a clip is its own row, all sharing the clip's one encoding.
+    codec = RowCodec(encoded_from_row, caption_update, consumed="encoded", expand=expand_asks)
     group_by_length = True
     """Cut each call's requests into generate batches of similar prompt length (False: in
     arrival order, as before token budgets; kept for ``bench/batching.py``)."""
@@ -50,13 +59,16 @@ class GenerateStage(ModelStage[EncodedClip, Caption]):
         self.family = self.new_family()
         self.family.load_lm()
 
-    def process_batch(self, items: Sequence[EncodedClip]) -> list[Caption | StageError]:
-        return self.process_with(items, self.generation)
-
-    def process_with(
-        self, items: Sequence[EncodedClip], settings: GenerationConfig, streamer=None
+    def process_batch(
+        self,
+        items: Sequence[EncodedClip],
+        settings: GenerationConfig | None = None,
+        streamer=None,
     ) -> list[Caption | StageError]:
-        """``process_batch`` with per-call decoding settings (online requests carry their own)."""
+        """Captions for the items; ``settings`` replace the stage's decoding settings for
+        this call (online requests carry their own), ``streamer`` gets the tokens of a
+        single item as they are generated."""
+        settings = settings or self.generation
         started = time.perf_counter()
         # Several asks of one clip share its encoded bytes: deserialize them once.
         tensors: dict[int, dict] = {}
@@ -131,7 +143,7 @@ class GenerateStage(ModelStage[EncodedClip, Caption]):
     ) -> Caption | StageError:
         """Generate for one item, calling ``on_text`` with each new piece of text."""
         streamer = CallbackStreamer(self.family.tokenizer, on_text)
-        return self.process_with([item], settings, streamer=streamer)[0]
+        return self([item], settings=settings, streamer=streamer)[0]
 
 
 class CallbackStreamer(TextStreamer):

@@ -9,13 +9,18 @@ cut into pieces that fit. Nothing is truncated.
 
 from __future__ import annotations
 
+import json
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
+
+import pyarrow as pa
 
 from pipelines.core.config import GenerationConfig, ModelConfig, PoolConfig, SummaryConfig
 from pipelines.core.errors import ErrorCode, StageError
 from pipelines.core.records import segments_from_json
+from pipelines.core.stage import RowCodec
 from pipelines.media.subtitles import load_cues
 from pipelines.models.base import GenOutput
 from pipelines.models.text_lm import load_summary_lm
@@ -68,8 +73,76 @@ class VideoSummary:
     summarize_s: float
 
 
+# A video's captions as one row (``captions``: JSON [start_s, end_s, text] lines) on its way
+# to the summary actors; an error row says why there is nothing to summarize.
+CAPTIONS_ROW_SCHEMA = pa.schema(
+    [
+        ("video_id", pa.string()),
+        ("source", pa.string()),
+        ("video_key", pa.string()),
+        ("captions", pa.string()),
+        ("caption_lines", pa.int32()),
+        ("transcript", pa.string()),
+        ("error_code", pa.string()),
+        ("error_message", pa.string()),
+        ("error_stage", pa.string()),
+    ]
+)
+
+
+def captions_row(video: VideoCaptions, error: StageError | None = None) -> dict[str, Any]:
+    return {
+        "video_id": video.video_id,
+        "source": video.source,
+        "video_key": video.video_key,
+        "captions": json.dumps([[x.start_s, x.end_s, x.text] for x in video.captions]),
+        "caption_lines": len(video.captions),
+        "transcript": video.transcript,
+        "error_code": error.code.value if error else "",
+        "error_message": error.message if error else "",
+        "error_stage": error.stage if error else "",
+    }
+
+
+def captions_from_row(row: Mapping[str, Any]) -> VideoCaptions:
+    lines = tuple(Line(s, e, t) for s, e, t in json.loads(str(row["captions"])))
+    return VideoCaptions(
+        str(row["video_id"]),
+        str(row["source"]),
+        str(row["video_key"]),
+        lines,
+        str(row.get("transcript") or ""),
+    )
+
+
+SUMMARY_DEFAULTS: dict[str, Any] = {
+    "summary": "",
+    "transcript_cues": 0,
+    "lm_calls": 0,
+    "levels": 0,
+    "max_prompt_tokens": 0,
+    "prompt_tokens": 0,
+    "output_tokens": 0,
+    "summarize_s": 0.0,
+}
+
+
+def summary_update(out: VideoSummary) -> dict[str, Any]:
+    return {
+        "summary": out.text,
+        "transcript_cues": out.transcript_cues,
+        "lm_calls": out.lm_calls,
+        "levels": out.levels,
+        "max_prompt_tokens": out.max_prompt_tokens,
+        "prompt_tokens": out.prompt_tokens,
+        "output_tokens": out.output_tokens,
+        "summarize_s": out.summarize_s,
+    }
+
+
 class SummarizeStage(ModelStage[VideoCaptions, VideoSummary]):
     name = "summarize"
+    codec = RowCodec(captions_from_row, summary_update, "captions", SUMMARY_DEFAULTS)
 
     def __init__(self, model: ModelConfig, pool: PoolConfig, summary: SummaryConfig) -> None:
         super().__init__(model, pool)
@@ -96,7 +169,9 @@ class SummarizeStage(ModelStage[VideoCaptions, VideoSummary]):
                 "lower the summary max_new_tokens"
             )
 
-    def process_batch(self, items: Sequence[VideoCaptions]) -> list[VideoSummary | StageError]:
+    def process_batch(
+        self, items: Sequence[VideoCaptions], **options: Any
+    ) -> list[VideoSummary | StageError]:
         return [self._summarize(video) for video in items]
 
     # -- one video ----------------------------------------------------------------------

@@ -8,20 +8,50 @@ track, so ``merge_chunks`` can simply concatenate a video's chunks in order.
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
 
 from pipelines.core.config import AsrConfig
 from pipelines.core.errors import StageError
-from pipelines.core.records import AudioChunk, ChunkTranscript, Segment
-from pipelines.core.stage import MapStage, Resources
+from pipelines.core.records import AudioChunk, ChunkTranscript, Segment, segments_to_json
+from pipelines.core.stage import MapStage, Resources, RowCodec
 from pipelines.models.whisper import WhisperAsr, WindowTranscript
+from pipelines.stages.audio import TRANSCRIBED
 from pipelines.stages.isolate import run_isolated
+
+
+def chunk_from_row(row: Mapping[str, Any]) -> AudioChunk:
+    return AudioChunk(
+        video_key=str(row["video_key"]),
+        index=int(row["index"]),
+        start_s=float(row["start_s"]),
+        end_s=float(row["end_s"]),
+        own_start_s=float(row["own_start_s"]),
+        own_end_s=float(row["own_end_s"]),
+        samples=np.asarray(row["samples"], dtype=np.float32),
+    )
+
+
+def transcript_update(out: ChunkTranscript) -> dict[str, Any]:
+    return {
+        "segments": segments_to_json(out.segments),
+        "language": out.language,
+        "asr_s": out.asr_s,
+    }
+
+
+def wants_asr(row: Mapping[str, Any]) -> bool:
+    """Only audio windows: a video's ``subtitles`` or ``error`` piece passes through."""
+    return str(row["status"]) == TRANSCRIBED
 
 
 class TranscribeStage(MapStage[AudioChunk, ChunkTranscript]):
     """Whisper on a pool of actors; construction loads nothing (``setup`` does)."""
 
     name = "transcribe"
+    codec = RowCodec(chunk_from_row, transcript_update, consumed="samples", takes=wants_asr)
 
     def __init__(self, config: AsrConfig) -> None:
         self.config = config
@@ -51,7 +81,9 @@ class TranscribeStage(MapStage[AudioChunk, ChunkTranscript]):
         asr.load()
         self._asr = asr
 
-    def process_batch(self, items: Sequence[AudioChunk]) -> list[ChunkTranscript | StageError]:
+    def process_batch(
+        self, items: Sequence[AudioChunk], **options: Any
+    ) -> list[ChunkTranscript | StageError]:
         started = time.perf_counter()
         outputs = run_isolated(self.asr.transcribe, [c.samples for c in items], self.name)
         per_item_s = (time.perf_counter() - started) / max(1, len(items))

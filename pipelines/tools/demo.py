@@ -10,7 +10,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pipelines.media.synth import write_random_bytes, write_video, write_video_with_audio
+from pipelines.media.synth import write_random_bytes, write_video
+from pipelines.media.synth_audio import write_video_with_audio
 
 DEMO_SRT = """1
 00:00:00,500 --> 00:00:03,000

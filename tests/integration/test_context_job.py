@@ -7,7 +7,7 @@ import pytest
 
 from pipelines.core.config import JobConfig
 from pipelines.core.output import COLUMNS
-from pipelines.media import synth
+from pipelines.media import synth, synth_audio
 from pipelines.media.subtitles import Cue, cues_in
 from pipelines.models.whisper import build_tiny_whisper
 from pipelines.offline.job import run_job
@@ -30,7 +30,7 @@ def corpus(tmp_path_factory):
     (root / "talk.srt").write_text(SRT)
     synth.write_video(root / "titled.mp4", seconds=4.0, fps=5.0, width=64, height=48)
     (root / "titled-subs.vtt").write_text("WEBVTT\n\n00:00.000 --> 00:01.500\nFrom a VTT.\n")
-    synth.write_video_with_audio(
+    synth_audio.write_video_with_audio(
         root / "speech.mp4", tones=((4.0, 300.0), (5.0, 900.0)), width=64, height=48
     )
     synth.write_video(root / "quiet.mp4", seconds=3.0, fps=5.0, width=64, height=48)

@@ -9,7 +9,7 @@ import pytest
 import requests
 
 from pipelines.core.output import COLUMNS
-from pipelines.media import synth
+from pipelines.media import synth, synth_audio
 from pipelines.media.subtitles import Cue, cues_in, parse_subtitles
 from pipelines.models.whisper import build_tiny_whisper
 
@@ -29,7 +29,7 @@ NAMES = {name for name, _, _ in COLUMNS}
 def media(tmp_path_factory):
     root = tmp_path_factory.mktemp("serve-context-media")
     synth.write_video(root / "silent.mp4", seconds=4.0, fps=5.0, width=64, height=48)
-    synth.write_video_with_audio(
+    synth_audio.write_video_with_audio(
         root / "speech.mp4", tones=((2.0, 300.0), (2.0, 900.0)), width=64, height=48
     )
     return root

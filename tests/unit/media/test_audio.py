@@ -7,7 +7,7 @@ import pytest
 
 from pipelines.core.config import DecodeConfig
 from pipelines.core.errors import ErrorCode, MediaError
-from pipelines.media import synth
+from pipelines.media import synth_audio
 from pipelines.media.audio import AUDIO_RATE, iter_audio_windows
 
 CFG = DecodeConfig()
@@ -22,7 +22,7 @@ def dominant_hz(samples: np.ndarray) -> float:
 def stereo_70s(media_dir) -> str:
     """70 s of a 440 Hz tone, stereo 44.1 kHz AAC in MP4, with a video stream."""
     path = media_dir / "tone_70s.mp4"
-    synth.write_video_with_audio(path, tones=((70.0, 440.0),), sample_rate=44100, channels=2)
+    synth_audio.write_video_with_audio(path, tones=((70.0, 440.0),), sample_rate=44100, channels=2)
     return str(path)
 
 
@@ -55,7 +55,7 @@ def test_stereo_44k_becomes_mono_16k_and_the_tone_survives(stereo_70s):
 
 def test_windows_with_other_sizes_and_no_overlap(media_dir):
     path = media_dir / "tone_12s.mkv"
-    synth.write_video_with_audio(
+    synth_audio.write_video_with_audio(
         path, tones=((12.0, 1000.0),), audio_codec="pcm_s16le", container_format="matroska"
     )
     chunks = list(iter_audio_windows(str(path), CFG, window_s=5.0, overlap_s=0.0))
@@ -70,7 +70,7 @@ def test_windows_with_other_sizes_and_no_overlap(media_dir):
 def test_times_start_at_the_video_start(media_dir):
     # Audio starts 2 s before the video: 440 Hz then, 1000 Hz from the video's first frame.
     path = media_dir / "late_video.mkv"
-    synth.write_video_with_audio(
+    synth_audio.write_video_with_audio(
         path, tones=((2.0, 440.0), (6.0, 1000.0)), video_start_s=2.0, container_format="matroska"
     )
     chunks = list(iter_audio_windows(str(path), CFG, window_s=5.0, overlap_s=1.0))
@@ -81,7 +81,7 @@ def test_times_start_at_the_video_start(media_dir):
 
 def test_audio_that_starts_after_the_video_keeps_its_offset(media_dir):
     path = media_dir / "late_audio.mkv"
-    synth.write_video_with_audio(
+    synth_audio.write_video_with_audio(
         path, tones=((4.0, 440.0),), audio_start_s=1.5, container_format="matroska"
     )
     chunks = list(iter_audio_windows(str(path), CFG, window_s=5.0, overlap_s=1.0))
@@ -92,7 +92,7 @@ def test_audio_that_starts_after_the_video_keeps_its_offset(media_dir):
 
 def test_audio_only_file_uses_its_own_start(media_dir):
     path = media_dir / "speech.m4a"
-    synth.write_video_with_audio(
+    synth_audio.write_video_with_audio(
         path, tones=((3.0, 440.0),), with_video=False, container_format="mp4"
     )
     (chunk,) = iter_audio_windows(str(path), CFG)
@@ -138,7 +138,7 @@ def test_the_consumer_time_does_not_count_against_the_timeout(media_dir):
     import time
 
     path = media_dir / "tone_12s_b.mkv"
-    synth.write_video_with_audio(
+    synth_audio.write_video_with_audio(
         path, tones=((12.0, 440.0),), audio_codec="pcm_s16le", container_format="matroska"
     )
     chunks = []

@@ -25,9 +25,9 @@ class CountingEncode(EncodeStage):
 
     encoded_clips = 0
 
-    def process_batch(self, items):
+    def process_batch(self, items, **options):
         self.encoded_clips += len(items)
-        return super().process_batch(items)
+        return super().process_batch(items, **options)
 
 
 @pytest.fixture(scope="module")

@@ -14,11 +14,10 @@ from pipelines.offline.transcripts import (
     TRANSCRIPT_SCHEMA,
     TranscriptWriter,
     caption_tasks,
-    piece_row,
     transcript_keyset,
     without_keys,
 )
-from pipelines.stages.audio import FAILED, SUBTITLES, AudioPiece
+from pipelines.stages.audio import FAILED, SUBTITLES, AudioPiece, piece_row
 
 KEY_A, KEY_B = "a" * 32, "b" * 32
 

@@ -9,7 +9,7 @@ from pipelines.core.config import AsrConfig, DecodeConfig, ModelConfig, PoolConf
 from pipelines.core.errors import StageError
 from pipelines.core.records import AudioChunk, ChunkTranscript, Segment
 from pipelines.core.stage import Resources
-from pipelines.media import synth
+from pipelines.media import synth_audio
 from pipelines.media.audio import iter_audio_windows
 from pipelines.models.whisper import WindowSegment, WindowTranscript, build_tiny_whisper
 from pipelines.stages.transcribe import TranscribeStage, merge_chunks, owned
@@ -107,7 +107,9 @@ def speech_video(tmp_path_factory) -> str:
     """40 s of tones (a step every 10 s) with a video stream starting 1 s after the audio."""
     path = tmp_path_factory.mktemp("asr-media") / "talk.mkv"
     tones = ((1.0, 300.0), (10.0, 500.0), (10.0, 900.0), (10.0, 1500.0), (10.0, 700.0))
-    synth.write_video_with_audio(path, tones=tones, video_start_s=1.0, container_format="matroska")
+    synth_audio.write_video_with_audio(
+        path, tones=tones, video_start_s=1.0, container_format="matroska"
+    )
     return str(path)
 
 
