@@ -199,7 +199,7 @@ class ShardWriter:
         for row in rows:
             key = row["video_key"]
             last, video_rows, attempt = row.pop("last"), row.pop("video_rows"), row.pop("attempt")
-            if _short(key) in self._done:
+            if compact_key(key) in self._done:
                 continue  # a retried task re-sent rows of a video already complete
             current = self._attempt.get(key, -1)
             if attempt < current:
@@ -224,7 +224,7 @@ class ShardWriter:
     def _complete(self, key: str) -> None:
         rows = [row for _, row in sorted(self._open.pop(key).items())]
         del self._expected[key], self._attempt[key]
-        self._done.add(_short(key))
+        self._done.add(compact_key(key))
         self._pending.extend(rows)
         s = self.summary
         s.clips += len({row["clip_index"] for row in rows if not row["error_code"]})
@@ -272,7 +272,7 @@ class ShardWriter:
         return s
 
 
-def _short(key: str) -> int | str:
+def compact_key(key: str) -> int | str:
     """A finished video's key as a 128-bit int (~44 bytes instead of ~80 for the string);
     other keys (tests) as they are. All of the key: a shorter prefix could collide and
     silently drop a video."""

@@ -51,7 +51,9 @@ def transcribe_pass(
         batch_size=None,
         batch_format="pyarrow",
     ).materialize()
-    writer = TranscriptWriter(fs, out, session, config.asr.model.model, config.rows_per_shard)
+    writer = TranscriptWriter(
+        fs, out, session, config.asr.model.model, config.rows_per_shard, config.commit_interval_s
+    )
     if fresh.count():
         # Alone on the cluster while it runs: the caption pools start after it.
         pool = place({"asr": config.asr.pool}, config.decode_cpus)["asr"]

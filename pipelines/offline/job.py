@@ -155,8 +155,10 @@ def _run(config: JobConfig, plan: pa.Table, fs, out, session, run, committed, jo
         )
         if config.asr is not None and todo:
             left, transcripts = transcribe_pass(config, left, unit, fs, out, session, monitor)
-        ds = _pipeline(config, keyed, left, patch, unit, AttemptLog(monitor), heartbeat, journal)
-        if not todo:  # only missing files: no model actor needs to start
+        if todo:
+            attempts = AttemptLog(monitor)
+            ds = _pipeline(config, keyed, left, patch, unit, attempts, heartbeat, journal)
+        else:  # only missing files: no model actor needs to start, nothing to place
             ds = _missing(keyed, patch)
         revision = config.model.revision or ""
         stages = ("decode", "encode", "generate")

@@ -15,6 +15,7 @@ stops the video from being captioned: it is captioned without speech.
 
 from __future__ import annotations
 
+import time
 from collections import Counter
 from typing import Any
 
@@ -23,7 +24,7 @@ import pyarrow.fs as pafs
 import ray
 
 from pipelines.core.keys import KeySet, as_fixed
-from pipelines.core.output import committed_shards, write_shard
+from pipelines.core.output import committed_shards, compact_key, write_shard
 from pipelines.core.records import (
     Segment,
     segments_from_json,
@@ -72,14 +73,22 @@ class TranscriptWriter:
     """Commits complete videos' transcripts as shards under ``out/transcripts``."""
 
     def __init__(
-        self, fs: pafs.FileSystem, out: str, session: str, model_id: str, rows_per_shard: int
+        self,
+        fs: pafs.FileSystem,
+        out: str,
+        session: str,
+        model_id: str,
+        rows_per_shard: int,
+        commit_interval_s: float = 30.0,
     ) -> None:
         self.fs, self.folder = fs, f"{out.rstrip('/')}/transcripts"
         self.session, self.model_id, self.rows_per_shard = session, model_id, rows_per_shard
+        self.commit_interval_s = commit_interval_s
+        self._last_commit = time.monotonic()
         self._open: dict[str, dict[int, dict]] = {}
         self._expected: dict[str, int] = {}
         self._attempt: dict[str, int] = {}
-        self._done: set[str] = set()
+        self._done: set[int | str] = set()  # 128-bit ints: ~44 bytes a finished video
         self._pending: list[dict] = []
         self._shard = 0
         self.counts: Counter[str] = Counter()
@@ -88,7 +97,7 @@ class TranscriptWriter:
     def add(self, rows: list[dict[str, Any]]) -> None:
         for row in rows:
             key = row["video_key"]
-            if key in self._done:
+            if compact_key(key) in self._done:
                 continue  # a retried task sent a finished video again
             attempt = int(row["attempt"])
             if attempt < self._attempt.get(key, -1):
@@ -101,13 +110,17 @@ class TranscriptWriter:
                 self._expected[key] = int(row["chunks"])
             if len(self._open[key]) == self._expected[key]:
                 self._complete(key)
-        if len(self._pending) >= self.rows_per_shard:
+        # Like clips: a crash loses at most a shard's worth or an interval's worth of work.
+        if (
+            len(self._pending) >= self.rows_per_shard
+            or time.monotonic() - self._last_commit >= self.commit_interval_s
+        ):
             self.commit()
 
     def _complete(self, key: str) -> None:
         pieces = [p for _, p in sorted(self._open.pop(key).items())]
         del self._expected[key], self._attempt[key]
-        self._done.add(key)
+        self._done.add(compact_key(key))
         first = pieces[0]
         failed = next((p for p in pieces if p["status"] == FAILED or p["error_code"]), None)
         segments = [s for p in pieces for s in segments_from_json(str(p["segments"]))]
@@ -134,6 +147,7 @@ class TranscriptWriter:
             self.counts[f"error:{row['error_code']}"] += 1
 
     def commit(self) -> None:
+        self._last_commit = time.monotonic()
         if not self._pending:
             return
         name = f"part-{self.session}-{self._shard:05d}.parquet"
