@@ -194,20 +194,8 @@ class Decoder:
         caller stops reading (a limit hit, its client gone) decoding stops too.
         """
         it = self._iter(media, mode, video_id, prompt, source or video_id, text)
-        step = None
-        try:
-            while True:
-                step = asyncio.get_running_loop().run_in_executor(None, next, it, None)
-                item = await step
-                if item is None:
-                    return
-                yield item
-        finally:
-            if step is not None and not step.done():
-                # The thread is still inside next(): close the generator once it is out.
-                step.add_done_callback(lambda _: it.close())
-            else:
-                it.close()
+        async for item in _from_thread(it):
+            yield item
 
     async def audio(
         self, media: bytes, video_id: str, text: RequestText
@@ -218,20 +206,27 @@ class Decoder:
         in the container) give cues: it needs no speech recognition. The loop is the one of
         ``clips``: a window leaves as soon as it is decoded, decoding stops with the caller.
         """
-        it = self._audio_iter(media, video_id, text)
-        step = None
-        try:
-            while True:
-                step = asyncio.get_running_loop().run_in_executor(None, next, it, None)
-                item = await step
-                if item is None:
-                    return
-                yield item
-        finally:
-            if step is not None and not step.done():
-                step.add_done_callback(lambda _: it.close())
-            else:
-                it.close()
+        async for item in _from_thread(self._audio_iter(media, video_id, text)):
+            yield item
+
+
+async def _from_thread(it: Iterator) -> AsyncIterator:
+    """Items of a blocking generator, each ``next`` in a worker thread; when the caller stops
+    reading, the generator is closed (once the thread is out of ``next``), so decoding stops."""
+    step = None
+    try:
+        while True:
+            step = asyncio.get_running_loop().run_in_executor(None, next, it, None)
+            item = await step
+            if item is None:
+                return
+            yield item
+    finally:
+        if step is not None and not step.done():
+            # The thread is still inside next(): close the generator once it is out.
+            step.add_done_callback(lambda _: it.close())
+        else:
+            it.close()
 
 
 @contextlib.contextmanager

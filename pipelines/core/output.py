@@ -163,6 +163,53 @@ class Summary:
     clips_path: str = ""
 
 
+class VideoParts:
+    """A writer's videos in flight, until each is complete: the exactly-once rule that the
+    ``clips/`` and ``transcripts/`` writers share.
+
+    A row of an older attempt than the video's newest is dropped (that attempt died); a row
+    of a newer attempt replaces what the older one had sent (a retry, or a quarantine row);
+    a video completed in this session is not taken again (a retried task re-sent it). A
+    video is complete when it holds as many parts as its last row said it has.
+    """
+
+    def __init__(self) -> None:
+        self._open: dict[str, dict[Any, dict]] = {}  # video key -> part -> row
+        self._expected: dict[str, int] = {}  # video key -> number of parts, once known
+        self._attempt: dict[str, int] = {}  # video key -> attempt its open rows are from
+        self._done: set[int | str] = set()  # compact keys of the completed videos
+
+    def add(self, key: str, part: Any, row: dict, attempt: int, total: int = 0) -> list[dict]:
+        """Take one row; return the video's rows in part order when it is now complete
+        (else []). ``total``: on the video's last row, how many parts it has."""
+        if compact_key(key) in self._done:
+            return []
+        current = self._attempt.get(key, -1)
+        if attempt < current:
+            return []
+        if attempt > current:
+            self._attempt[key] = attempt
+            self._open[key] = {}
+            self._expected.pop(key, None)
+        self._open[key][part] = row
+        if total:
+            self._expected[key] = total
+        if len(self._open[key]) != self._expected.get(key, -1):
+            return []
+        rows = [r for _, r in sorted(self._open.pop(key).items())]
+        del self._expected[key], self._attempt[key]
+        self._done.add(compact_key(key))
+        return rows
+
+    @property
+    def incomplete(self) -> int:
+        return len(self._open)
+
+    @property
+    def completed(self) -> int:
+        return len(self._done)
+
+
 class ShardWriter:
     """Commits complete videos as Parquet shards under ``out/clips`` and tallies the summary."""
 
@@ -181,11 +228,7 @@ class ShardWriter:
         self.rows_per_shard = rows_per_shard
         self.commit_interval_s = commit_interval_s
         self.summary = Summary(model_id=model_id, clips_path=self.clips_dir)
-        self._open: dict[str, dict[tuple[int, int], dict]] = {}  # key -> (clip, ask) -> row
-        self._expected: dict[str, int] = {}  # video key -> number of rows, once known
-        self._attempt: dict[str, int] = {}  # video key -> decode attempt its open rows are from
-        # Videos this session completed, to drop rows a retried unit sends again.
-        self._done: set[int | str] = set()
+        self._videos = VideoParts()  # parts: (clip, ask); attempts: decode attempts
         self._pending: list[dict] = []
         self._last_commit = time.monotonic()
         self._shard = 0
@@ -197,34 +240,18 @@ class ShardWriter:
 
     def add(self, rows: list[dict]) -> None:
         for row in rows:
-            key = row["video_key"]
             last, video_rows, attempt = row.pop("last"), row.pop("video_rows"), row.pop("attempt")
-            if compact_key(key) in self._done:
-                continue  # a retried task re-sent rows of a video already complete
-            current = self._attempt.get(key, -1)
-            if attempt < current:
-                continue  # from a decode attempt that died and was retried
-            if attempt > current:
-                # A new decode attempt (a retry, or a quarantine row) replaces what an
-                # attempt that died had already sent.
-                self._attempt[key] = attempt
-                self._open[key] = {}
-                self._expected.pop(key, None)
-            self._open[key][(row["clip_index"], row["prompt_index"])] = row
-            if last:
-                self._expected[key] = video_rows
-            if len(self._open[key]) == self._expected.get(key, -1):
-                self._complete(key)
+            part = (row["clip_index"], row["prompt_index"])
+            total = video_rows if last else 0
+            if done := self._videos.add(row["video_key"], part, row, attempt, total):
+                self._complete(done)
         if (
             len(self._pending) >= self.rows_per_shard
             or time.monotonic() - self._last_commit >= self.commit_interval_s
         ):
             self.commit()
 
-    def _complete(self, key: str) -> None:
-        rows = [row for _, row in sorted(self._open.pop(key).items())]
-        del self._expected[key], self._attempt[key]
-        self._done.add(compact_key(key))
+    def _complete(self, rows: list[dict]) -> None:
         self._pending.extend(rows)
         s = self.summary
         s.clips += len({row["clip_index"] for row in rows if not row["error_code"]})
@@ -252,7 +279,7 @@ class ShardWriter:
 
     @property
     def incomplete_videos(self) -> int:
-        return len(self._open)
+        return self._videos.incomplete
 
     def close(self, inputs: int, **counts: int) -> Summary:
         self.commit()
@@ -260,7 +287,7 @@ class ShardWriter:
         s.inputs = inputs
         for name, value in counts.items():
             setattr(s, name, value)
-        s.processed = len(self._done)
+        s.processed = self._videos.completed
         s.error_rows = sum(self._errors.values())
         s.errors_by_code = dict(sorted(self._errors.items()))
         s.videos_with_text = self._videos_ok

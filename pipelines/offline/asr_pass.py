@@ -14,8 +14,13 @@ import ray
 from pipelines.core.config import JobConfig
 from pipelines.offline.ledger.attempts import AttemptLog
 from pipelines.offline.ledger.stall import StallWatchdog
-from pipelines.offline.placement import place
-from pipelines.offline.ray_data import Heartbeat, apply_fan_out, apply_map, batch_to_rows
+from pipelines.offline.placement import asr_object_store_budget, place
+from pipelines.offline.ray_data import (
+    Heartbeat,
+    apply_fan_out,
+    apply_map,
+    batch_to_rows,
+)
 from pipelines.offline.transcripts import (
     TranscriptWriter,
     caption_tasks,
@@ -81,6 +86,11 @@ def transcribe_pass(
             max_actors=pool.max_actors,
             heartbeat=heartbeat,
         )
+        # Windows, not clips, wait in the object store here: the pass has its own budget (on
+        # the dataset itself: a dataset runs under the context it was made in).
+        limits = ds.context.execution_options.resource_limits
+        budget = asr_object_store_budget(config)
+        ds.context.execution_options.resource_limits = limits.copy(object_store_memory=budget)
         stages = ("audio", "transcribe")
         with StallWatchdog(config.stall_timeout_s, monitor, stages) as watchdog:
             for batch in ds.iter_batches(batch_size=None, batch_format="numpy", prefetch_batches=0):

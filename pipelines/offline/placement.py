@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from pipelines.core.config import JobConfig, PoolConfig
 from pipelines.core.gpu_share import GpuAsk, share_gpus
 from pipelines.core.usage import UsageError
+from pipelines.offline.ray_data import MAX_BLOCK_BYTES
 
 log = logging.getLogger(__name__)
 
@@ -310,3 +311,13 @@ def object_store_budget(config: JobConfig) -> int:
     if config.lm.batch_tokens is not None:
         rows += config.lm.batch_size * config.lm.max_actors * 3  # the LM takes 4 batches
     return HANDOFF_BATCHES * rows * clip_bytes_bound(config)
+
+
+def asr_object_store_budget(config: JobConfig) -> int:
+    """The speech-recognition pass's object-store budget: the windows its pool holds at once
+    (16 kHz float32 audio, ``window_s`` each) and two blocks of them on their way, so the
+    decode tasks never wait behind a budget smaller than one block of windows."""
+    assert config.asr is not None
+    pool = config.asr.pool
+    window_bytes = int(config.asr.window_s * 16_000 * 4)
+    return HANDOFF_BATCHES * pool.batch_size * pool.max_actors * window_bytes + 2 * MAX_BLOCK_BYTES

@@ -24,7 +24,7 @@ import pyarrow.fs as pafs
 import ray
 
 from pipelines.core.keys import KeySet, as_fixed
-from pipelines.core.output import committed_shards, compact_key, write_shard
+from pipelines.core.output import VideoParts, committed_shards, write_shard
 from pipelines.core.records import (
     Segment,
     segments_from_json,
@@ -85,10 +85,7 @@ class TranscriptWriter:
         self.session, self.model_id, self.rows_per_shard = session, model_id, rows_per_shard
         self.commit_interval_s = commit_interval_s
         self._last_commit = time.monotonic()
-        self._open: dict[str, dict[int, dict]] = {}
-        self._expected: dict[str, int] = {}
-        self._attempt: dict[str, int] = {}
-        self._done: set[int | str] = set()  # 128-bit ints: ~44 bytes a finished video
+        self._videos = VideoParts()  # parts: window index; attempts: audio decode attempts
         self._pending: list[dict] = []
         self._shard = 0
         self.counts: Counter[str] = Counter()
@@ -96,20 +93,9 @@ class TranscriptWriter:
 
     def add(self, rows: list[dict[str, Any]]) -> None:
         for row in rows:
-            key = row["video_key"]
-            if compact_key(key) in self._done:
-                continue  # a retried task sent a finished video again
-            attempt = int(row["attempt"])
-            if attempt < self._attempt.get(key, -1):
-                continue
-            if attempt > self._attempt.get(key, -1):  # a retry replaces what a death left
-                self._attempt[key] = attempt
-                self._open[key], self._expected[key] = {}, -1
-            self._open[key][int(row["index"])] = row
-            if int(row["chunks"]):
-                self._expected[key] = int(row["chunks"])
-            if len(self._open[key]) == self._expected[key]:
-                self._complete(key)
+            key, part, attempt = row["video_key"], int(row["index"]), int(row["attempt"])
+            if pieces := self._videos.add(key, part, row, attempt, int(row["chunks"])):
+                self._complete(pieces)
         # Like clips: a crash loses at most a shard's worth or an interval's worth of work.
         if (
             len(self._pending) >= self.rows_per_shard
@@ -117,10 +103,7 @@ class TranscriptWriter:
         ):
             self.commit()
 
-    def _complete(self, key: str) -> None:
-        pieces = [p for _, p in sorted(self._open.pop(key).items())]
-        del self._expected[key], self._attempt[key]
-        self._done.add(compact_key(key))
+    def _complete(self, pieces: list[dict[str, Any]]) -> None:
         first = pieces[0]
         failed = next((p for p in pieces if p["status"] == FAILED or p["error_code"]), None)
         segments = [s for p in pieces for s in segments_from_json(str(p["segments"]))]
@@ -157,7 +140,7 @@ class TranscriptWriter:
 
     @property
     def incomplete_videos(self) -> int:
-        return len(self._open)
+        return self._videos.incomplete
 
 
 # -- from committed transcripts to the caption pass's work --------------------------------
