@@ -24,7 +24,7 @@ import pyarrow.fs as pafs
 import ray
 
 from pipelines.core.keys import KeySet, as_fixed
-from pipelines.core.output import VideoParts, committed_shards, write_shard
+from pipelines.core.output import VideoParts, committed_keyset, committed_shards, write_shard
 from pipelines.core.records import (
     Segment,
     segments_from_json,
@@ -151,13 +151,8 @@ def committed_transcripts(fs: pafs.FileSystem, out: str) -> list[str]:
 
 
 def transcript_keyset(fs: pafs.FileSystem, out: str) -> KeySet:
-    import pyarrow.parquet as pq
-
-    columns = []
-    for path in committed_transcripts(fs, out):
-        with fs.open_input_file(path) as f:
-            columns.append(pq.read_table(f, columns=["video_key"]).column(0))
-    return KeySet.from_arrays(columns)
+    """The videos whose transcripts are committed (a rerun does not transcribe them again)."""
+    return committed_keyset(fs, f"{out.rstrip('/')}/transcripts")
 
 
 def without_keys(batch: pa.Table, keys: KeySet | ray.ObjectRef | None) -> pa.Table:
