@@ -42,7 +42,7 @@ from pipelines.offline.ledger.attempts import AttemptLog
 from pipelines.offline.ledger.lease import Lease
 from pipelines.offline.ledger.resume import Journal, clear_scratch, journaled_keys, prepare_output
 from pipelines.offline.ledger.stall import RunMonitor, StallWatchdog
-from pipelines.offline.placement import job_pools, object_store_budget, place
+from pipelines.offline.placement import caption_pools, object_store_budget, place
 from pipelines.offline.ray_data import (
     KEY_BATCH_ROWS,
     UNIT_MAX_BYTES,
@@ -76,7 +76,10 @@ def init_ray(config: JobConfig) -> None:
     # A local Ray gets the machine's cores for decode tasks on top of what the model
     # actors hold: the actors mostly wait (for a GPU, or for decode) and must not starve
     # decode of its cores. Logical CPUs then exceed physical ones; the stages take turns.
-    actors = sum(p.min_actors * p.num_cpus for p in job_pools(config).values())
+    # The passes run one after the other: the larger of their pools counts, not the sum.
+    actors = sum(p.min_actors * p.num_cpus for p in caption_pools(config).values())
+    if config.asr is not None:
+        actors = max(actors, config.asr.pool.min_actors * config.asr.pool.num_cpus)
     ray.init(
         # "local" never attaches to a cluster found through RAY_ADDRESS: joining one is
         # what --address is for.
@@ -248,8 +251,9 @@ def _duplicate_patch(keyed: ray.data.Dataset, committed) -> dict[int, tuple[str,
 
 
 def _pipeline(config: JobConfig, keyed, left, patch, unit, attempts, heartbeat, journal):
-    # Fails fast (exit 2) when the cluster cannot hold the pools and a decode task.
-    placed = place(job_pools(config), config.decode_cpus)
+    # Fails fast (exit 2) when the cluster cannot hold the pools and a decode task. Only the
+    # caption pools: the speech-recognition pool ran, alone, before them.
+    placed = place(caption_pools(config), config.decode_cpus)
     encoder_pool, lm_pool = placed["encoder"], placed["lm"]
     decode = DecodeStage(
         config.decode,

@@ -85,9 +85,15 @@ class Bundle:
         return shape
 
 
+def caption_pools(config: JobConfig) -> dict[str, PoolConfig]:
+    """The pools of the caption pass, which run at the same time."""
+    return {"encoder": config.encoder, "lm": config.lm}
+
+
 def job_pools(config: JobConfig) -> dict[str, PoolConfig]:
-    """The job's model pools by name, as ``resolve_pools`` and ``check`` take them."""
-    pools = {"encoder": config.encoder, "lm": config.lm}
+    """Every model pool of the job by name (the speech-recognition pass's too, which runs
+    alone before the caption pass), as ``resolve_pools`` and ``check`` take them."""
+    pools = caption_pools(config)
     if config.asr is not None:
         pools["asr"] = config.asr.pool
     return pools
@@ -307,7 +313,7 @@ def clip_bytes_bound(config: JobConfig) -> int:
 def object_store_budget(config: JobConfig) -> int:
     """Ray Data's object-store budget for the job: what its pools hold at once, so that
     clips waiting for a slow LM stay bounded instead of growing with the corpus."""
-    rows = sum(p.batch_size * p.max_actors for p in job_pools(config).values())
+    rows = sum(p.batch_size * p.max_actors for p in caption_pools(config).values())
     if config.lm.batch_tokens is not None:
         rows += config.lm.batch_size * config.lm.max_actors * 3  # the LM takes 4 batches
     return HANDOFF_BATCHES * rows * clip_bytes_bound(config)
