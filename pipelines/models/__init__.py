@@ -2,7 +2,10 @@
 
 Adding a family is adding one module in this package that defines a ``VideoLMFamily``
 subclass decorated with ``@register``: its adapter, its tiny builder and its README row.
-Modules are discovered on first lookup. What is derived from the registry: the
+Modules are discovered on first lookup, on the driver too (for a family's frame rules), so a
+family module names transformers' model and processor classes through the module
+(``transformers.X``) where it uses them: importing them at the top would load torchvision
+and ``torch._dynamo`` (~2.5 s) into every job's driver. What is derived from the registry: the
 ``tiny-model`` choices, the parity and offline/online test cases, the README table.
 """
 

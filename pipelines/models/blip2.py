@@ -34,10 +34,11 @@ from typing import ClassVar
 
 import numpy as np
 import torch
-from transformers import AutoProcessor, Blip2ForConditionalGeneration
+import transformers
 
 from pipelines.models import register
 from pipelines.models.base import FamilyDoc, FramesInput, GenRequest, rejected_inputs
+from pipelines.models.halves import Split, load_without
 from pipelines.models.placeholder import PlaceholderFamily
 from pipelines.models.tiny import build_bpe_tokenizer, sharpen_and_save, token_ids
 from pipelines.models.vision_encoder_decoder import resample_indices
@@ -63,6 +64,15 @@ class Blip2(PlaceholderFamily):
     # BLIP-2's documented question-answering format; an empty prompt means plain captioning
     # (image tokens + BOS only, the fused generate's own default).
     prompt_template: ClassVar[str] = "Question: {prompt} Answer:"
+
+    @classmethod
+    def split(cls) -> Split:
+        # Tower, learned queries (a parameter), Q-Former and projection make the rows; the
+        # LM (lm_head included) is the whole language half.
+        return Split(
+            encoder=("vision_model", "query_tokens", "qformer", "language_projection"),
+            lm=("language_model",),
+        )
 
     @classmethod
     def build_tiny(
@@ -127,7 +137,7 @@ class Blip2(PlaceholderFamily):
             tie_word_embeddings=False,
         )
         torch.manual_seed(seed)
-        model = Blip2ForConditionalGeneration(config).eval()
+        model = transformers.Blip2ForConditionalGeneration(config).eval()
         with torch.no_grad():
             # Init leaves the learned queries at zero, so every query row of a frame would be
             # the same; a trained model's queries differ.
@@ -144,23 +154,28 @@ class Blip2(PlaceholderFamily):
         )
         return sharpen_and_save(model, processor, out_dir, eos_id=ids["</s>"], pad_id=ids["<pad>"])
 
-    def _load(self) -> Blip2ForConditionalGeneration:
+    def _load(self, removed: Sequence[str]) -> transformers.Blip2ForConditionalGeneration:
         cfg = self.config
-        self.processor = AutoProcessor.from_pretrained(cfg.model, revision=cfg.revision)
+        self.processor = transformers.AutoProcessor.from_pretrained(
+            cfg.model, revision=cfg.revision
+        )
         token = self.processor.image_token
         self.video_token = getattr(token, "content", token)  # the placeholder users may not type
-        model = Blip2ForConditionalGeneration.from_pretrained(
-            cfg.model, revision=cfg.revision, dtype=self.dtype
+        model = load_without(
+            transformers.Blip2ForConditionalGeneration,
+            cfg.model,
+            removed,
+            revision=cfg.revision,
+            dtype=self.dtype,
         )
         self.num_query_tokens = model.config.num_query_tokens
         self.image_token_id = model.config.image_token_id
-        return model.eval()
+        return model
 
     # -- encoder half ------------------------------------------------------------------
 
     def load_encoder(self) -> None:
-        model = self._load()
-        model.language_model = None  # the LM actor owns it (lm_head included)
+        model = self._load(self.split().lm)
         self.visual_model = model.to(self.device)
         self.max_frames_tokens = model.config.text_config.max_position_embeddings // 2
 
@@ -192,8 +207,8 @@ class Blip2(PlaceholderFamily):
     # -- language-model half -----------------------------------------------------------
 
     def load_lm(self) -> None:
-        model = self._load()
-        self.lm = model.language_model.to(self.device)  # tower and Q-Former dropped
+        model = self._load(self.split().encoder)
+        self.lm = model.language_model.to(self.device)
         self.max_positions = model.config.text_config.max_position_embeddings
 
     def prompt_text(self, prompt: str) -> str:

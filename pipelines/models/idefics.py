@@ -28,14 +28,11 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import torch
-from transformers import AutoProcessor, IdeficsForVisionText2Text
-from transformers.models.idefics.processing_idefics import (
-    image_attention_mask_for_packed_input_ids,
-    incremental_to_binary_attention_mask,
-)
+import transformers
 
 from pipelines.models import register
 from pipelines.models.base import FamilyDoc, FramesInput, GenRequest, rejected_inputs
+from pipelines.models.halves import Split, load_without
 from pipelines.models.placeholder import PlaceholderFamily
 from pipelines.models.tiny import build_bpe_tokenizer, sharpen_and_save, token_ids
 
@@ -58,6 +55,22 @@ class Idefics(PlaceholderFamily):
             "`image_hidden_states` (4×4×32): 2.1 KB",
         ),
     )
+
+    @classmethod
+    def split(cls) -> Split:
+        # The decoder's embeddings, self- and gated cross-attention layers and head are the
+        # LM; only checkpoints with ``use_resampler`` build the resampler.
+        return Split(
+            encoder=("model.vision_model", "model.perceiver_resampler"),
+            lm=(
+                "model.embed_tokens",
+                "model.layers",
+                "model.gated_cross_attn_layers",
+                "model.norm",
+                "lm_head",
+            ),
+            optional=frozenset({"model.perceiver_resampler"}),
+        )
 
     @classmethod
     def build_tiny(
@@ -113,7 +126,7 @@ class Idefics(PlaceholderFamily):
             tie_word_embeddings=False,
         )
         torch.manual_seed(seed)
-        model = IdeficsForVisionText2Text(config).eval()
+        model = transformers.IdeficsForVisionText2Text(config).eval()
         with torch.no_grad():
             # At init the resampler's learned latents drown out what they read from the frame
             # (frames differ by ~1e-2); stronger values make the latents follow the pixels.
@@ -127,21 +140,26 @@ class Idefics(PlaceholderFamily):
         )
         return sharpen_and_save(model, processor, out_dir, eos_id=ids["</s>"], pad_id=ids["<unk>"])
 
-    def _load(self) -> IdeficsForVisionText2Text:
+    def _load(self, removed: Sequence[str]) -> transformers.IdeficsForVisionText2Text:
         cfg = self.config
-        self.processor = AutoProcessor.from_pretrained(cfg.model, revision=cfg.revision)
-        self.video_token = IMAGE_TOKEN  # the placeholder users may not type
-        model = IdeficsForVisionText2Text.from_pretrained(
-            cfg.model, revision=cfg.revision, dtype=self.dtype
+        self.processor = transformers.AutoProcessor.from_pretrained(
+            cfg.model, revision=cfg.revision
         )
-        return model.eval()
+        self.video_token = IMAGE_TOKEN  # the placeholder users may not type
+        return load_without(
+            transformers.IdeficsForVisionText2Text,
+            cfg.model,
+            removed,
+            optional=self.split().optional,
+            revision=cfg.revision,
+            dtype=self.dtype,
+        )
 
     # -- encoder half ------------------------------------------------------------------
 
     def load_encoder(self) -> None:
-        model = self._load()
+        model = self._load(self.split().lm)
         self.vision_model = model.model.vision_model.to(self.device)
-        # The LM, its cross-attention layers and lm_head go with the discarded model.
         resampler = model.model.perceiver_resampler if model.config.use_resampler else None
         self.resampler = None if resampler is None else resampler.to(self.device)
 
@@ -165,9 +183,8 @@ class Idefics(PlaceholderFamily):
     # -- language-model half -----------------------------------------------------------
 
     def load_lm(self) -> None:
-        model = self._load()
-        model.model.vision_model = None  # the encoder actor owns tower and resampler
-        if model.config.use_resampler:
+        model = self._load(self.split().encoder)
+        if model.config.use_resampler:  # its slot is None: the resampler was never loaded
             del model.model.perceiver_resampler
             model.config.use_resampler = False  # rows arrive resampled (see module doc)
         self.lm = model.to(self.device)
@@ -204,6 +221,11 @@ class Idefics(PlaceholderFamily):
         )
         frames = max(r.encoded["image_hidden_states"].shape[0] for r in requests)
         # Token -> latest preceding image, exactly as the processor computes it.
+        from transformers.models.idefics.processing_idefics import (
+            image_attention_mask_for_packed_input_ids,
+            incremental_to_binary_attention_mask,
+        )
+
         latest, _ = image_attention_mask_for_packed_input_ids(enc["input_ids"], tok, "pt")
         image_mask = incremental_to_binary_attention_mask(latest, "pt", num_classes=frames)
         return {

@@ -6,8 +6,8 @@ row of the encoder output, and the rows reach ``generate`` as precomputed encode
 (``mm_encoder_outputs``), so the LM half never loads or runs the tower. BLIP-2 and
 IDEFICS reuse the loading and decoding here but hand their rows over their own way
 (``visual_inputs``/``generate_kwargs``). This base holds
-loading (each half drops the other's submodules), prompt checks, batched left-padded
-generation and decoding; a family supplies ``encode``, ``request_text`` and
+loading (each half is built without the other's submodules, see ``halves``), prompt checks,
+batched left-padded generation and decoding; a family supplies ``encode``, ``request_text`` and
 ``visual_inputs``.
 """
 
@@ -18,12 +18,13 @@ from collections.abc import Sequence
 from typing import ClassVar
 
 import torch
-from transformers import AutoModelForImageTextToText, AutoProcessor
+import transformers
 
 from pipelines.core.config import GenerationConfig
 from pipelines.core.errors import ErrorCode, StageError
 from pipelines.models.base import GenOutput, GenRequest, VideoLMFamily
 from pipelines.models.chat import ChatGeneration
+from pipelines.models.halves import Split, load_without, model_class
 
 
 class PlaceholderFamily(ChatGeneration, VideoLMFamily):
@@ -33,25 +34,32 @@ class PlaceholderFamily(ChatGeneration, VideoLMFamily):
     vision_modules: ClassVar[tuple[str, ...]]
     language_module: ClassVar[str] = "language_model"
 
-    def _load(self):
-        cfg = self.config
-        self.processor = AutoProcessor.from_pretrained(cfg.model, revision=cfg.revision)
-        self.video_token = self.processor.video_token
-        model = AutoModelForImageTextToText.from_pretrained(
-            cfg.model, revision=cfg.revision, dtype=self.dtype
+    @classmethod
+    def split(cls) -> Split:
+        """The halves as paths in the loaded model (``lm_head`` goes with the LM)."""
+        return Split(
+            encoder=tuple(f"model.{name}" for name in cls.vision_modules),
+            lm=(f"model.{cls.language_module}", "lm_head"),
         )
-        return model.eval()
+
+    def _load(self, removed: Sequence[str]):
+        """Processor, and the model without the ``removed`` submodules (never loaded)."""
+        cfg = self.config
+        self.processor = transformers.AutoProcessor.from_pretrained(
+            cfg.model, revision=cfg.revision
+        )
+        self.video_token = self.processor.video_token
+        model_cls = model_class(
+            transformers.MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING, cfg.model, revision=cfg.revision
+        )
+        return load_without(model_cls, cfg.model, removed, revision=cfg.revision, dtype=self.dtype)
 
     def load_encoder(self) -> None:
-        model = self._load()
-        self.visual_model = model.model  # lm_head goes with the discarded wrapper
-        setattr(self.visual_model, self.language_module, None)  # the LM actor owns it
-        self.visual_model.to(self.device)
+        model = self._load(self.split().lm)
+        self.visual_model = model.model.to(self.device)  # holds no language model
 
     def load_lm(self) -> None:
-        model = self._load()
-        for name in self.vision_modules:  # the encoder actor owns these
-            setattr(model.model, name, None)
+        model = self._load(self.split().encoder)
         self.lm = model.to(self.device)
         self.max_positions = model.config.text_config.max_position_embeddings
 

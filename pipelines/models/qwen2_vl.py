@@ -175,8 +175,8 @@ class QwenVL(PlaceholderFamily):
             model, processor, out_dir, eos_id=ids["<|im_end|>"], pad_id=ids["<|endoftext|>"]
         )
 
-    def _load(self):
-        model = super()._load()
+    def _load(self, removed: Sequence[str]):
+        model = super()._load(removed)
         self.uses_grid_seconds = "second_per_grid_ts" in self.processor.model_input_names
         return model
 

@@ -26,8 +26,6 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import torch
-from transformers.models.qwen3_vl.modeling_qwen3_vl import BaseModelOutputWithDeepstackFeatures
-from transformers.video_utils import VideoMetadata
 
 from pipelines.models import register
 from pipelines.models.base import FamilyDoc, FramesInput, GenRequest
@@ -141,6 +139,8 @@ class Qwen3VL(QwenVL):
         """What the processor writes in place of ``<|video_pad|>`` for this clip."""
         # The processor stamps frame group g with the mean of its frames' index / fps
         # (padding odd counts with the last frame); at fps=1, indices are the times.
+        from transformers.video_utils import VideoMetadata
+
         meta = VideoMetadata(total_num_frames=len(frame_ts_s), fps=1.0, frames_indices=frame_ts_s)
         inputs = {"video_grid_thw": grid_thw[None], "video_metadata": [meta]}
         return self.processor.replace_video_token(inputs, video_idx=0)
@@ -157,6 +157,10 @@ class Qwen3VL(QwenVL):
             return tuple(r.encoded[key].to(self.device, self.dtype) for r in requests)
 
         deepstack = rows("deepstack_embeds")  # per request: (layers, tokens, hidden)
+        from transformers.models.qwen3_vl.modeling_qwen3_vl import (
+            BaseModelOutputWithDeepstackFeatures,
+        )
+
         out = BaseModelOutputWithDeepstackFeatures(
             pooler_output=rows("video_embeds"),
             deepstack_features=[tuple(d[k] for d in deepstack) for k in range(len(deepstack[0]))],

@@ -31,13 +31,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from transformers import (
-    AutoConfig,
-    AutoImageProcessor,
-    AutoTokenizer,
-    AutoVideoProcessor,
-    VisionEncoderDecoderModel,
-)
+import transformers
 from transformers.modeling_outputs import BaseModelOutput
 
 from pipelines.core.config import GenerationConfig
@@ -54,10 +48,15 @@ from pipelines.models.base import (
     stop_ids,
     until_stop,
 )
+from pipelines.models.halves import Split, load_without
 from pipelines.models.tiny import build_bpe_tokenizer, sharpen_and_save
 
 # Encoders that take a whole clip of a fixed frame count rather than single images.
 VIDEO_ENCODERS = frozenset({"videomae", "timesformer"})
+
+# The projection to the decoder's width runs in the fused forward, after the encoder: the
+# decoder's side (see the module doc).
+SPLIT = Split(encoder=("encoder",), lm=("decoder", "enc_to_dec_proj"))
 
 
 class RemovedEncoder(torch.nn.Module):
@@ -187,7 +186,7 @@ class VisionEncoderDecoder(VideoLMFamily):
         config.eos_token_id = eos
         config.tie_word_embeddings = False
         torch.manual_seed(seed)
-        model = VisionEncoderDecoderModel(config=config).eval()
+        model = transformers.VisionEncoderDecoderModel(config=config).eval()
         # Random encoder states of similar videos look alike to random cross-attention; a
         # wider encoder->decoder projection sharpens it so greedy captions follow the pixels.
         with torch.no_grad():
@@ -201,22 +200,32 @@ class VisionEncoderDecoder(VideoLMFamily):
         tokenizer.save_pretrained(out)
         return sharpen_and_save(model, preprocessor, out, eos_id=eos, pad_id=eos)
 
-    def _load(self) -> VisionEncoderDecoderModel:
+    def _load(self, removed: Sequence[str], **kwargs) -> transformers.VisionEncoderDecoderModel:
         cfg = self.config
-        model = VisionEncoderDecoderModel.from_pretrained(
-            cfg.model, revision=cfg.revision, dtype=self.dtype
+        return load_without(
+            transformers.VisionEncoderDecoderModel,
+            cfg.model,
+            removed,
+            revision=cfg.revision,
+            dtype=self.dtype,
+            **kwargs,
         )
-        return model.eval()
 
     # -- encoder half ------------------------------------------------------------------
 
     def load_encoder(self) -> None:
         cfg = self.config
-        enc_config = AutoConfig.from_pretrained(cfg.model, revision=cfg.revision).encoder
+        enc_config = transformers.AutoConfig.from_pretrained(
+            cfg.model, revision=cfg.revision
+        ).encoder
         self.num_frames = enc_config.num_frames if enc_config.model_type in VIDEO_ENCODERS else None
-        load = AutoImageProcessor if self.num_frames is None else AutoVideoProcessor
+        load = (
+            transformers.AutoImageProcessor
+            if self.num_frames is None
+            else transformers.AutoVideoProcessor
+        )
         self.preprocessor = load.from_pretrained(cfg.model, revision=cfg.revision)
-        self.encoder = self._load().encoder.to(self.device)  # decoder and projection dropped
+        self.encoder = self._load(SPLIT.lm).encoder.to(self.device)
 
     @torch.inference_mode()
     def encode(self, clips: Sequence[FramesInput]) -> list[dict[str, torch.Tensor]]:
@@ -246,9 +255,11 @@ class VisionEncoderDecoder(VideoLMFamily):
 
     def load_lm(self) -> None:
         cfg = self.config
-        self._tokenizer = AutoTokenizer.from_pretrained(cfg.model, revision=cfg.revision)
-        model = self._load()
-        model.encoder = RemovedEncoder(model.encoder)  # the encoder actor owns the weights
+        self._tokenizer = transformers.AutoTokenizer.from_pretrained(
+            cfg.model, revision=cfg.revision
+        )
+        # The encoder actor owns the weights; the stand-in keeps what generate reads.
+        model = self._load(SPLIT.encoder, stand_ins={"encoder": RemovedEncoder})
 
         self.lm = model.to(self.device)
         dec = model.config.decoder

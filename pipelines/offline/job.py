@@ -1,15 +1,15 @@
 """The offline corpus job: inputs -> decode tasks -> encoder actors -> LM actors -> Parquet.
 
 The recipe, top to bottom: plan the inputs (driver, Arrow, streamed); key them and drop
-what an earlier run committed (Ray tasks, materialized small columns); stop there when
-nothing is left; else cut the rest into work units, decode, encode, generate, and commit
-complete videos as they arrive. The driver holds counters and the open videos, never a
-per-input list.
+what an earlier run committed (on the driver for a small local job, else in Ray tasks:
+``keying``); stop there when nothing is left, without starting Ray when nothing needed
+it; else cut the rest into work units, decode, encode, generate, and commit complete
+videos as they arrive. The driver holds counters and the open videos, never a per-input
+list.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import os
@@ -17,12 +17,10 @@ import uuid
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 import ray
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from pipelines.core.config import JobConfig
-from pipelines.core.keys import as_fixed, duplicate_key, work_key
 from pipelines.core.output import (
     ShardWriter,
     Summary,
@@ -34,17 +32,15 @@ from pipelines.core.paths import filesystem_for
 from pipelines.core.records import VideoTask
 from pipelines.models import resolve_family
 from pipelines.models.hints import check_sampling
-from pipelines.models.text_lm import load_summary_lm
-from pipelines.offline.asr_pass import transcribe_pass
 from pipelines.offline.cluster_check import check_workers_reach_out
 from pipelines.offline.inputs import default_asks, plan_inputs, tasks_to_arrow
+from pipelines.offline.keying import KeyedInputs, key_in_tasks, key_on_driver, keys_on_driver
 from pipelines.offline.ledger.attempts import AttemptLog
 from pipelines.offline.ledger.lease import Lease
 from pipelines.offline.ledger.resume import Journal, clear_scratch, journaled_keys, prepare_output
 from pipelines.offline.ledger.stall import RunMonitor, StallWatchdog
 from pipelines.offline.placement import caption_pools, object_store_budget, place
 from pipelines.offline.ray_data import (
-    KEY_BATCH_ROWS,
     UNIT_MAX_BYTES,
     UNIT_MAX_VIDEOS,
     Heartbeat,
@@ -52,17 +48,7 @@ from pipelines.offline.ray_data import (
     apply_map,
     job_data_context,
 )
-from pipelines.offline.summaries import run_summaries
-from pipelines.offline.work_units import (
-    KeyStep,
-    duplicate_inputs,
-    missing_rows,
-    todo_rows,
-    unit_videos,
-)
-from pipelines.stages.decode import DecodeStage
-from pipelines.stages.encode import EncodeStage
-from pipelines.stages.generate import GenerateStage
+from pipelines.offline.work_units import missing_rows, todo_rows, unit_videos
 
 log = logging.getLogger(__name__)
 
@@ -97,6 +83,8 @@ def checked_config(config: JobConfig) -> JobConfig:
     family, model_type = resolve_family(config.model.model, config.model.revision)
     decode = check_sampling(config.decode, family.hints, model_type)
     if config.summarize is not None:
+        from pipelines.models.text_lm import load_summary_lm
+
         load_summary_lm(config.summarize.model or config.model)  # refuses non-chat models
     return config.model_copy(update={"decode": decode})
 
@@ -123,16 +111,30 @@ def run_job(config: JobConfig, plan: pa.Table | list[VideoTask] | None = None) -
         run = prepare_output(fs, out, config)
         committed = committed_keyset(fs, f"{out}/clips")
         journaled = journaled_keys(fs, out)
-        init_ray(config)
-        check_workers_reach_out(config.out)
+        on_driver = keys_on_driver(config, plan.num_rows)
+        if not on_driver:
+            _start_ray(config)
         with job_data_context(object_store_budget(config)):
-            return _run(config, plan, fs, out, session, run, committed, journaled)
+            inputs = plan.num_rows
+            if on_driver:
+                keyed = key_on_driver(config, plan, committed)
+            else:
+                keyed = key_in_tasks(config, plan, committed)
+            del plan  # keyed: on the driver in chunks, or in the object store
+            if keyed.needs_ray or config.summarize is not None:
+                _start_ray(config)
+            return _run(config, inputs, keyed, fs, out, session, run, journaled)
 
 
-def _run(config: JobConfig, plan: pa.Table, fs, out, session, run, committed, journaled):
-    inputs = plan.num_rows
-    keyed, patch, todo, todo_bytes, missing = _keyed(config, plan, committed)
-    del plan  # in the object store now
+def _start_ray(config: JobConfig) -> None:
+    """Ray, once a step needs it (a rerun with nothing left never starts it), and a check
+    that every node of it can write where the driver reads (also when it was running)."""
+    init_ray(config)
+    check_workers_reach_out(config.out)
+
+
+def _run(config: JobConfig, inputs: int, keyed: KeyedInputs, fs, out, session, run, journaled):
+    todo, missing = keyed.todo, keyed.missing
     writer = ShardWriter(
         out,
         fs,
@@ -141,29 +143,43 @@ def _run(config: JobConfig, plan: pa.Table, fs, out, session, run, committed, jo
         rows_per_shard=config.rows_per_shard,
         commit_interval_s=config.commit_interval_s,
     )
+    revision = config.model.revision or ""
     rework = 0
     retries = 0
     transcripts: dict = {}
-    if todo or missing:
+
+    def write(batch) -> None:
+        nonlocal rework
+        rows = batch_rows(batch, config.model.model, revision, run)
+        rework += sum(r["row_key"] in journaled for r in rows)
+        writer.add(rows)
+
+    if keyed.needs_ray:
         # On the driver's node: a worker node that leaves must not take the ledger with it.
         here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)
         monitor = RunMonitor.options(scheduling_strategy=here).remote()
         heartbeat = Heartbeat(monitor)
         journal = Journal(config.out, out, session, run, flush_every_s=config.commit_interval_s)
         unit = unit_videos(
-            todo, todo_bytes, ray.cluster_resources().get("CPU", 1), UNIT_MAX_VIDEOS, UNIT_MAX_BYTES
+            todo,
+            keyed.todo_bytes,
+            ray.cluster_resources().get("CPU", 1),
+            UNIT_MAX_VIDEOS,
+            UNIT_MAX_BYTES,
         )
-        left = keyed.map_batches(
+        dataset, patch = keyed.as_dataset(), keyed.patch
+        left = dataset.map_batches(
             todo_rows, fn_kwargs={"patch": patch}, batch_size=None, batch_format="pyarrow"
         )
         if config.asr is not None and todo:
+            from pipelines.offline.asr_pass import transcribe_pass
+
             left, transcripts = transcribe_pass(config, left, unit, fs, out, session, monitor)
         if todo:
             attempts = AttemptLog(monitor)
-            ds = _pipeline(config, keyed, left, patch, unit, attempts, heartbeat, journal)
+            ds = _pipeline(config, dataset, left, patch, unit, attempts, heartbeat, journal)
         else:  # only missing files: no model actor needs to start, nothing to place
-            ds = _missing(keyed, patch)
-        revision = config.model.revision or ""
+            ds = _missing(dataset, patch)
         stages = ("decode", "encode", "generate")
         with StallWatchdog(config.stall_timeout_s, monitor, stages) as watchdog:
             # No prefetch: rows waiting at the driver are rework if it dies; writing is cheap.
@@ -171,15 +187,16 @@ def _run(config: JobConfig, plan: pa.Table, fs, out, session, run, committed, jo
                 if not len(batch.get("video_id", ())):
                     continue
                 watchdog.progress()
-                rows = batch_rows(batch, config.model.model, revision, run)
-                rework += sum(r["row_key"] in journaled for r in rows)
-                writer.add(rows)
-        if writer.incomplete_videos:
-            raise RuntimeError(
-                f"{writer.incomplete_videos} videos are missing rows at the end of the job; "
-                "their rows were not committed, a rerun will redo them"
-            )
+                write(batch)
         retries = ray.get(monitor.retry_count.remote())
+    else:  # keyed on the driver, nothing to decode: the missing files' rows, without Ray
+        for batch in keyed.missing_batches():
+            write(batch)
+    if writer.incomplete_videos:
+        raise RuntimeError(
+            f"{writer.incomplete_videos} videos are missing rows at the end of the job; "
+            "their rows were not committed, a rerun will redo them"
+        )
     summary = writer.close(
         inputs=inputs,
         skipped_done=inputs - todo - missing,
@@ -189,6 +206,8 @@ def _run(config: JobConfig, plan: pa.Table, fs, out, session, run, committed, jo
     )
     clear_scratch(fs, out)
     if config.summarize is not None:
+        from pipelines.offline.summaries import run_summaries
+
         summary_lm = place({"lm": config.lm}, config.decode_cpus)["lm"]  # alone: whole GPUs
         for name, value in run_summaries(config, summary_lm).items():
             setattr(summary, name, value)
@@ -196,63 +215,15 @@ def _run(config: JobConfig, plan: pa.Table, fs, out, session, run, committed, jo
     return summary
 
 
-def _keyed(config: JobConfig, plan: pa.Table, committed) -> tuple:
-    """Key every input in Ray tasks and count what is left: (keyed dataset, key patch,
-    videos to decode, missing files). Only small columns stream back to the driver."""
-    chunks = [plan.slice(i, KEY_BATCH_ROWS) for i in range(0, plan.num_rows, KEY_BATCH_ROWS)]
-    committed_ref = ray.put(committed) if len(committed) else None
-    keyed = (
-        ray.data.from_arrow(chunks)
-        .map_batches(
-            KeyStep(config.video_key, committed_ref),
-            batch_size=None,
-            batch_format="pyarrow",
-            num_cpus=config.decode_cpus,
-        )
-        .materialize()
-    )
-    patch = _duplicate_patch(keyed, committed) if config.video_key == "content" else {}
-    todo = missing = 0
-    todo_bytes = 0
-    counts = keyed.select_columns(["order", "size", "missing", "done"])
-    for batch in counts.iter_batches(batch_size=None, batch_format="pyarrow"):
-        done = batch.column("done").to_numpy(zero_copy_only=False).copy()
-        if patch:
-            orders = batch.column("order").to_numpy()
-            for i in np.flatnonzero(np.isin(orders, list(patch))):
-                done[i] = patch[int(orders[i])][1]
-        lost = batch.column("missing").to_numpy(zero_copy_only=False)
-        todo += int((~done & ~lost).sum())
-        todo_bytes += int(batch.column("size").to_numpy()[~done & ~lost].sum())
-        missing += int((~done & lost).sum())
-    return keyed, patch, todo, todo_bytes, missing
-
-
-def _duplicate_patch(keyed: ray.data.Dataset, committed) -> dict[int, tuple[str, bool]]:
-    """``content`` keys: a second input with the same bytes keeps its own key (see keys.py).
-
-    Needs every input's key at once (32 bytes + 8 an input, numpy), only in this mode."""
-    small = keyed.select_columns(["order", "input_key"])
-    parts = list(small.iter_batches(batch_size=None, batch_format="pyarrow"))
-    orders = np.concatenate([p.column("order").to_numpy() for p in parts])
-    keys = np.concatenate([as_fixed(p.column("input_key")) for p in parts])
-    dups = set(orders[duplicate_inputs(orders, keys)].tolist())
-    if not dups:
-        return {}
-    patch: dict[int, tuple[str, bool]] = {}
-    wanted = pa.array(sorted(dups), pa.int64())
-    for part in keyed.iter_batches(batch_size=None, batch_format="pyarrow"):
-        for r in part.filter(pc.is_in(part.column("order"), value_set=wanted)).to_pylist():
-            raw = duplicate_key(r["input_key"], r["source"])
-            key = work_key(raw, json.loads(r["asks"]), r["subtitles"] or "", r["context"] or "")
-            done = bool(committed.contains(as_fixed(pa.array([key])))[0])
-            patch[r["order"]] = (key, done)
-    return patch
-
-
 def _pipeline(config: JobConfig, keyed, left, patch, unit, attempts, heartbeat, journal):
     # Fails fast (exit 2) when the cluster cannot hold the pools and a decode task. Only the
     # caption pools: the speech-recognition pool ran, alone, before them.
+    # The stages, Whisper and the summary LM are imported where used: a rerun with nothing
+    # left, or a job without speech recognition, never pays their imports on the driver.
+    from pipelines.stages.decode import DecodeStage
+    from pipelines.stages.encode import EncodeStage
+    from pipelines.stages.generate import GenerateStage
+
     placed = place(caption_pools(config), config.decode_cpus)
     encoder_pool, lm_pool = placed["encoder"], placed["lm"]
     decode = DecodeStage(

@@ -1,10 +1,11 @@
-"""From the plan to work units, in Ray tasks: video keys, the resume filter, units of videos.
+"""From the plan to work units: video keys, the resume filter, units of videos.
 
-1. ``KeyStep`` (tasks over plan chunks): each video's key (one batched ``get_file_info``
-   per filesystem and chunk, next to the files), whether an earlier run committed it (a
-   vectorized lookup in the committed ``KeySet``, shared through the object store), and
-   whether the file is certainly missing. The result is materialized: the driver then
-   knows how much is left before any model actor starts, holding none of it.
+1. ``KeyStep`` (over plan chunks; on the driver or in Ray tasks, see ``keying``): each
+   video's key (one batched ``get_file_info`` per filesystem and chunk, next to the
+   files), whether an earlier run committed it (a vectorized lookup in the committed
+   ``KeySet``, shared through the object store with tasks), and whether the file is
+   certainly missing. The driver then knows how much is left before any model actor
+   starts, holding no per-input list.
 2. ``todo_rows`` + a repartition: the videos left to do, cut into work units (blocks) of
    ``unit_videos`` videos (sized from the count and the bytes of what is left): one decode
    task each. A missing file needs no decode: ``missing_rows`` turns it into its
@@ -45,8 +46,11 @@ KEYED_SCHEMA = pa.schema(
 _committed_cache: dict[str, KeySet] = {}
 
 
-def _committed(ref: ray.ObjectRef | None) -> KeySet:
-    """The committed key set, fetched once per worker process (zero-copy from the store)."""
+def _committed(ref: ray.ObjectRef | KeySet | None) -> KeySet:
+    """The committed key set: given (keyed on the driver), or fetched once per worker
+    process (zero-copy from the store)."""
+    if isinstance(ref, KeySet):
+        return ref
     if ref is None:
         return KeySet(np.empty(0, dtype="S32"))
     key = ref.hex()
@@ -57,7 +61,7 @@ def _committed(ref: ray.ObjectRef | None) -> KeySet:
 
 
 class KeyStep:
-    def __init__(self, mode: KeyMode, committed: ray.ObjectRef | None) -> None:
+    def __init__(self, mode: KeyMode, committed: ray.ObjectRef | KeySet | None) -> None:
         self.mode, self.committed = mode, committed
 
     def __call__(self, batch: pa.Table) -> pa.Table:

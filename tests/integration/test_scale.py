@@ -71,6 +71,35 @@ def test_thousands_of_missing_inputs_are_typed_rows_and_a_rerun_skips_them(
     assert pq.read_table(tmp_path / "out" / "clips").num_rows == len(rows)
 
 
+def test_keys_in_ray_tasks_equal_keys_on_the_driver(ray_session, corpus, tmp_path):
+    """The two places a plan is keyed (``keying``) give the same table and counts."""
+    import numpy as np
+    import pyarrow as pa
+
+    from pipelines.core.keys import KeySet
+    from pipelines.offline.inputs import default_asks, plan_inputs
+    from pipelines.offline.keying import key_in_tasks, key_on_driver
+
+    plan = plan_inputs([str(corpus / "manifest.csv")], default_asks(["Describe."]))
+    plan = plan.append_column("order", pa.array(np.arange(plan.num_rows, dtype=np.int64)))
+    config = JobConfig(inputs=["x"], out=str(tmp_path / "out"))
+    first = key_on_driver(config, plan, KeySet(np.empty(0, dtype="S32")))
+    # Committed: one real video and 100 missing files.
+    keys = pa.concat_tables(first.chunks).column("video_key")
+    done = [keys[N_MISSING].as_py(), *keys[:100].to_pylist()]
+    committed = KeySet(np.array(sorted(k.encode() for k in done), dtype="S32"))
+
+    driver = key_on_driver(config, plan, committed)
+    tasks = key_in_tasks(config, plan, committed)
+
+    assert (driver.todo, driver.missing) == (tasks.todo, tasks.missing) == (2, N_MISSING - 100)
+    assert driver.todo_bytes == tasks.todo_bytes > 0
+    by_order = pa.concat_tables(driver.chunks).sort_by("order")
+    assert tasks.dataset.to_arrow_refs() and by_order.equals(
+        pa.concat_tables(ray_session.get(tasks.dataset.to_arrow_refs())).sort_by("order")
+    )
+
+
 def test_content_keys_keep_identical_files_apart_and_resume_both(
     ray_session, tiny_model_dir, tmp_path
 ):
