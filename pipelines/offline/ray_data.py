@@ -22,9 +22,9 @@ The Ray Data settings the job relies on, in one place (figures: bench/README.md,
   frames stream to the encoder while small rows (error rows, tiny clips) still share a
   block instead of paying per-block overhead each.
 - ``YIELD_BYTES`` / ``YIELD_ROWS``: a decode task hands its clips (or audio windows) to
-  Ray Data in batches of up to 4 MiB of arrays or 64 rows: one clip of real frames (a few MiB) still leaves
-  alone, while tiny clips stop paying a block conversion each (2,000 one-clip videos:
-  bench/README.md "scale").
+  Ray Data in batches of up to 4 MiB of arrays or 64 rows: a clip of real frames (a few
+  MiB) still leaves alone, while tiny clips stop paying a block conversion each (2,000
+  one-clip videos: bench/README.md "scale").
 - Model stages: ``batch_size`` rows per call, an ``ActorPoolStrategy`` of the pool's size;
   the resources of decode are given as a function so that Ray Data never fuses decode
   into the model actors (see ``apply_fan_out``).
