@@ -68,10 +68,9 @@ def under(name: str, prefixes: Collection[str]) -> bool:
     return any(name == p or name.startswith(p + ".") for p in prefixes)
 
 
-def model_class(mapping: Mapping, name_or_path: str, **kwargs) -> type[PreTrainedModel]:
+def model_class(mapping: Mapping, config) -> type[PreTrainedModel]:
     """The class an auto class with this ``mapping`` (e.g. ``MODEL_FOR_..._MAPPING``) would
-    instantiate for the checkpoint: the half subclasses a concrete class."""
-    config = transformers.AutoConfig.from_pretrained(name_or_path, **kwargs)
+    instantiate for the checkpoint's ``config``: the half subclasses a concrete class."""
     found = mapping[type(config)]
     if isinstance(found, (list, tuple)):  # several heads share a config: the saved one wins
         by_name = {c.__name__: c for c in found}

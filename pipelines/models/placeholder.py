@@ -49,10 +49,12 @@ class PlaceholderFamily(ChatGeneration, VideoLMFamily):
             cfg.model, revision=cfg.revision
         )
         self.video_token = self.processor.video_token
-        model_cls = model_class(
-            transformers.MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING, cfg.model, revision=cfg.revision
+        # Read once: it picks the class and is handed to from_pretrained.
+        config = transformers.AutoConfig.from_pretrained(cfg.model, revision=cfg.revision)
+        model_cls = model_class(transformers.MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING, config)
+        return load_without(
+            model_cls, cfg.model, removed, config=config, revision=cfg.revision, dtype=self.dtype
         )
-        return load_without(model_cls, cfg.model, removed, revision=cfg.revision, dtype=self.dtype)
 
     def load_encoder(self) -> None:
         model = self._load(self.split().lm)

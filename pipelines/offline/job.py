@@ -111,18 +111,16 @@ def run_job(config: JobConfig, plan: pa.Table | list[VideoTask] | None = None) -
         run = prepare_output(fs, out, config)
         committed = committed_keyset(fs, f"{out}/clips")
         journaled = journaled_keys(fs, out)
-        on_driver = keys_on_driver(config, plan.num_rows)
-        if not on_driver:
-            _start_ray(config)
         with job_data_context(object_store_budget(config)):
             inputs = plan.num_rows
-            if on_driver:
+            if keys_on_driver(config, inputs):
                 keyed = key_on_driver(config, plan, committed)
+                if keyed.needs_ray or config.summarize is not None:
+                    _start_ray(config)
             else:
-                keyed = key_in_tasks(config, plan, committed)
-            del plan  # keyed: on the driver in chunks, or in the object store
-            if keyed.needs_ray or config.summarize is not None:
                 _start_ray(config)
+                keyed = key_in_tasks(config, plan, committed)
+            del plan  # the keyed chunks or dataset hold what is still needed
             return _run(config, inputs, keyed, fs, out, session, run, journaled)
 
 

@@ -32,7 +32,7 @@ import ray
 from pipelines.core.config import JobConfig
 from pipelines.core.keys import KeySet, as_fixed, duplicate_key, work_key
 from pipelines.offline.ray_data import KEY_BATCH_ROWS
-from pipelines.offline.work_units import KEYED_SCHEMA, KeyStep, duplicate_inputs, missing_rows
+from pipelines.offline.work_units import KeyStep, duplicate_inputs, missing_rows
 
 DRIVER_KEY_MAX_ROWS = 100_000
 """Most inputs keyed on the driver (~2 s of one thread at the measured ~20 us a key)."""
@@ -58,7 +58,7 @@ class KeyedInputs:
     def as_dataset(self) -> ray.data.Dataset:
         """The keyed plan as a Ray dataset (Ray must be running): one block per chunk."""
         if self.dataset is None:
-            self.dataset = ray.data.from_arrow(self.chunks or [_empty_keyed()])
+            self.dataset = ray.data.from_arrow(self.chunks)
             self.chunks = None
         return self.dataset
 
@@ -82,7 +82,7 @@ def keys_on_driver(config: JobConfig, inputs: int) -> bool:
 
 def key_on_driver(config: JobConfig, plan: pa.Table, committed: KeySet) -> KeyedInputs:
     step = KeyStep(config.video_key, committed)
-    chunks = [step(plan.slice(i, KEY_BATCH_ROWS)) for i in range(0, plan.num_rows, KEY_BATCH_ROWS)]
+    chunks = [step(chunk) for chunk in _chunks(plan)]
     keyed = KeyedInputs(chunks=chunks)
     for chunk in chunks:
         _count(keyed, chunk)
@@ -91,10 +91,9 @@ def key_on_driver(config: JobConfig, plan: pa.Table, committed: KeySet) -> Keyed
 
 def key_in_tasks(config: JobConfig, plan: pa.Table, committed: KeySet) -> KeyedInputs:
     """Key every input in Ray tasks; only small columns stream back to the driver."""
-    chunks = [plan.slice(i, KEY_BATCH_ROWS) for i in range(0, plan.num_rows, KEY_BATCH_ROWS)]
     committed_ref = ray.put(committed) if len(committed) else None
     dataset = (
-        ray.data.from_arrow(chunks)
+        ray.data.from_arrow(_chunks(plan))
         .map_batches(
             KeyStep(config.video_key, committed_ref),
             batch_size=None,
@@ -109,6 +108,10 @@ def key_in_tasks(config: JobConfig, plan: pa.Table, committed: KeySet) -> KeyedI
     for batch in counts.iter_batches(batch_size=None, batch_format="pyarrow"):
         _count(keyed, batch)
     return keyed
+
+
+def _chunks(plan: pa.Table) -> list[pa.Table]:
+    return [plan.slice(i, KEY_BATCH_ROWS) for i in range(0, plan.num_rows, KEY_BATCH_ROWS)]
 
 
 def _count(keyed: KeyedInputs, batch: pa.Table) -> None:
@@ -144,7 +147,3 @@ def _duplicate_patch(keyed: ray.data.Dataset, committed: KeySet) -> dict[int, tu
             done = bool(committed.contains(as_fixed(pa.array([key])))[0])
             patch[r["order"]] = (key, done)
     return patch
-
-
-def _empty_keyed() -> pa.Table:
-    return KEYED_SCHEMA.empty_table()
