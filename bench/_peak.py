@@ -3,6 +3,7 @@ its own peak resident memory (``VmHWM``) as ``PEAK_RSS_KB N``: the driver's peak
 the Ray workers it started (they are other processes)."""
 
 import atexit
+import os
 import runpy
 import sys
 
@@ -15,6 +16,16 @@ def _peak() -> None:
 
 
 atexit.register(_peak)
+# ``vidcap`` leaves through os._exit (``pipelines.cli.run``), past atexit: report there too.
+_os_exit = os._exit
+
+
+def _exit_after_peak(code: int) -> None:
+    _peak()
+    _os_exit(code)
+
+
+os._exit = _exit_after_peak
 mode, target, *rest = sys.argv[1:]
 sys.argv = [target, *rest]
 if mode == "-m":

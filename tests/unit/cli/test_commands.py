@@ -4,6 +4,7 @@ the code supports."""
 from __future__ import annotations
 
 import ast
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -111,3 +112,22 @@ def test_report_counts_must_not_be_negative(capsys, tmp_path):
         main(["report", str(tmp_path), "--max-videos", "-1"])
     assert exc.value.code == 2
     assert "must be 0 or more" in capsys.readouterr().err
+
+
+def test_the_program_leaves_with_the_commands_code_and_all_of_its_output(tmp_path, tiny_model_dir):
+    # `run` ends with os._exit: what the command printed into a pipe must still arrive, and
+    # the exit code must be the command's (1: error rows with --fail-on-error).
+    gone = [str(tmp_path / f"gone-{i}.mp4") for i in range(3)]
+    proc = subprocess.run(
+        [sys.executable, "-m", "pipelines.cli", "caption", *gone, "--out", str(tmp_path / "o")]
+        + ["--model", tiny_model_dir("qwen2_vl"), "--fail-on-error"],
+        capture_output=True,
+        text=True,
+        timeout=180,
+        env={**os.environ, "RAY_ADDRESS": ""},
+    )
+    assert proc.returncode == 1, proc.stderr
+    summary = dict(line.strip().rsplit(None, 1) for line in proc.stdout.splitlines())
+    assert (summary["inputs"], summary["error rows"], summary["not_found"]) == ("3", "3", "3")
+    # The last line is the last thing printed: nothing was cut off.
+    assert summary["clips dataset"] == str(tmp_path / "o" / "clips")
